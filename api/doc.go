@@ -1,0 +1,85 @@
+// Package api is blobnode's public HTTP API: it decodes a request, calls one
+// method of the Blobs interface it declares, and encodes the answer. It holds
+// no storage logic and no package-level state.
+//
+// # Routes
+//
+//	PUT    /blobs/{key}   upload (streamed to Blobs.Put)        201, ETag
+//	GET    /blobs/{key}   read, conditional, single byte range  200, 206, 304
+//	HEAD   /blobs/{key}   as GET without the body               200, 304
+//	DELETE /blobs/{key}   remove, If-Match honoured             204
+//	GET    /blobs         list: ?prefix=&start-after=&limit=    200
+//	GET    /healthz       "ok" while serving
+//	GET    /readyz        "ok" when Config.Ready returns nil, else 503
+//	GET    /metrics       Prometheus exposition of Config.Gatherer
+//	GET    /cluster       JSON of Config.Status()
+//
+// # Keys
+//
+// A key is taken from the escaped request path and percent-decoded exactly
+// once, so "a%2Fb" is the key "a/b" and "%00" is refused. ValidateKey states
+// the rules; a key that breaks one is 400 InvalidKey, naming the rule.
+//
+// # Uploads
+//
+// A PUT needs a Content-Length or a chunked body (else 411). A body longer
+// than Config.MaxBlobSize is 413: at once when Content-Length says so, or
+// when a chunked body crosses the limit (the store's reader then fails with
+// an error wrapping store.ErrTooLarge). A body that ends early or a client
+// that disconnects makes the reader fail with store.ErrIncompleteBody: 400
+// IncompleteBody, and nothing is stored. X-Checksum-CRC32C carries the
+// client's Castagnoli CRC of the body as 8 hex digits; a malformed value is
+// 400 InvalidArgument, a mismatch (found by the store) 400 BadDigest.
+// "If-None-Match: *" creates only; "If-Match" takes one entity-tag. Other
+// forms of those headers are 400 InvalidArgument, since the store could not
+// honour them.
+//
+// # Reads
+//
+// Conditional headers follow RFC 9110 section 13.2.2 (If-Match,
+// If-Unmodified-Since, If-None-Match, If-Modified-Since), then If-Range.
+// One byte range is supported: "bytes=a-b", "bytes=a-" and "bytes=-n". The
+// choice for everything else is deliberate and differs from servers that
+// silently ignore such a header: a malformed Range (including "bytes=5-2"),
+// more than one range, or more than one Range header is 400 InvalidRange,
+// so a client never mistakes a full 200 for the part it asked for. A
+// well-formed range outside the blob is 416 with "Content-Range: bytes
+// */size". HEAD ignores Range (RFC 9110 defines ranges for GET only).
+//
+// If the store fails after the first body byte was sent, the handler aborts
+// the connection (http.ErrAbortHandler): the client sees a truncated body,
+// never a complete-looking response with wrong bytes. A failure before the
+// first byte is an ordinary error response.
+//
+// Reads are linearizable by default; "?consistency=stale" asks for a local
+// read (store.ReadOptions.Stale); "?consistency=linearizable" names the
+// default; any other value is 400 InvalidArgument.
+//
+// # Errors
+//
+// Every error is JSON: {"error":{"code":"NotFound","message":"..."}}.
+//
+//	400 InvalidKey, InvalidRange, BadDigest, IncompleteBody, InvalidArgument
+//	404 NotFound             405 MethodNotAllowed (with Allow)
+//	411 LengthRequired       412 PreconditionFailed
+//	413 TooLarge             416 RangeNotSatisfiable
+//	500 Internal             503 Unavailable (Retry-After: 1)
+//	507 NoSpace
+//
+// Messages of store errors are the store sentinel's text only; the detail is
+// logged (5xx at Error, 503 and 507 at Warn). A request whose client went
+// away before the store answered is recorded as 499 ClientClosedRequest in
+// metrics and logs; no client sees it.
+//
+// # Metrics
+//
+// blobnode_http_requests_total{route,method,code},
+// blobnode_http_request_duration_seconds{route,method},
+// blobnode_http_request_bytes_total{route} (PUT body bytes received) and
+// blobnode_http_response_bytes_total{route}. route is the mux path template
+// ("/blobs/{key:.+}", or "unmatched"), never the raw path. A response
+// aborted mid-body is counted with code "aborted".
+//
+// Timeouts for slow clients and the header size limit belong to the
+// http.Server that serves this handler.
+package api

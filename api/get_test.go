@@ -1,0 +1,277 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blobnode/blobnode/store"
+)
+
+func TestGetConditional(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.put("k", []byte("0123456789"))
+	info, _ := e.store.info("k")
+	lastMod := info.Created.UTC().Format(http.TimeFormat)
+	before := info.Created.Add(-time.Hour).UTC().Format(http.TimeFormat)
+	after := info.Created.Add(time.Hour).UTC().Format(http.TimeFormat)
+	tag := info.ETag
+
+	tests := []struct {
+		name    string
+		headers []string
+		status  int
+	}{
+		{"none", nil, 200},
+		{"if-none-match current", []string{"If-None-Match", tag}, 304},
+		{"if-none-match weak current", []string{"If-None-Match", "W/" + tag}, 304},
+		{"if-none-match list", []string{"If-None-Match", `"a", ` + tag + `, "b"`}, 304},
+		{"if-none-match two headers", []string{"If-None-Match", `"a"`, "If-None-Match", tag}, 304},
+		{"if-none-match star", []string{"If-None-Match", "*"}, 304},
+		{"if-none-match other", []string{"If-None-Match", `"other"`}, 200},
+		{"if-none-match malformed", []string{"If-None-Match", `garbage`}, 200},
+		{"if-match current", []string{"If-Match", tag}, 200},
+		{"if-match list", []string{"If-Match", `"x", ` + tag}, 200},
+		{"if-match star", []string{"If-Match", "*"}, 200},
+		{"if-match other", []string{"If-Match", `"other"`}, 412},
+		{"if-match weak current", []string{"If-Match", "W/" + tag}, 412},
+		{"if-modified-since same", []string{"If-Modified-Since", lastMod}, 304},
+		{"if-modified-since later", []string{"If-Modified-Since", after}, 304},
+		{"if-modified-since earlier", []string{"If-Modified-Since", before}, 200},
+		{"if-modified-since garbage", []string{"If-Modified-Since", "yesterday"}, 200},
+		{"if-none-match wins over ims", []string{"If-None-Match", `"other"`, "If-Modified-Since", after}, 200},
+		{"if-unmodified-since earlier", []string{"If-Unmodified-Since", before}, 412},
+		{"if-unmodified-since same", []string{"If-Unmodified-Since", lastMod}, 200},
+		{"if-match wins over ius", []string{"If-Match", tag, "If-Unmodified-Since", before}, 200},
+		{"412 before 304", []string{"If-Match", `"other"`, "If-None-Match", tag}, 412},
+	}
+	for _, tt := range tests {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			t.Run(method+" "+tt.name, func(t *testing.T) {
+				r := e.do(method, "/blobs/k", nil, tt.headers...)
+				if r.status != tt.status {
+					t.Fatalf("status %d, want %d (%s)", r.status, tt.status, r.body)
+				}
+				switch tt.status {
+				case http.StatusNotModified:
+					if r.header.Get("ETag") != tag || r.header.Get("Last-Modified") != lastMod || len(r.body) != 0 {
+						t.Errorf("304 headers %v body %q", r.header, r.body)
+					}
+				case http.StatusPreconditionFailed:
+					if method == http.MethodGet && r.errorCode() != CodePreconditionFailed {
+						t.Errorf("code %q", r.errorCode())
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestGetRange(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	data := []byte("0123456789")
+	e.put("k", data)
+	e.put("empty", nil)
+	info, _ := e.store.info("k")
+
+	tests := []struct {
+		name         string
+		key          string
+		method       string
+		headers      []string
+		status       int
+		body         string
+		contentRange string
+		code         string
+	}{
+		{name: "closed", headers: []string{"Range", "bytes=0-4"}, status: 206, body: "01234", contentRange: "bytes 0-4/10"},
+		{name: "single byte", headers: []string{"Range", "bytes=3-3"}, status: 206, body: "3", contentRange: "bytes 3-3/10"},
+		{name: "open", headers: []string{"Range", "bytes=5-"}, status: 206, body: "56789", contentRange: "bytes 5-9/10"},
+		{name: "suffix", headers: []string{"Range", "bytes=-3"}, status: 206, body: "789", contentRange: "bytes 7-9/10"},
+		{name: "suffix larger than size", headers: []string{"Range", "bytes=-20"}, status: 206, body: "0123456789", contentRange: "bytes 0-9/10"},
+		{name: "end beyond size", headers: []string{"Range", "bytes=8-100"}, status: 206, body: "89", contentRange: "bytes 8-9/10"},
+		{name: "unit case", headers: []string{"Range", "Bytes=0-0"}, status: 206, body: "0", contentRange: "bytes 0-0/10"},
+		{name: "start at end", headers: []string{"Range", "bytes=10-"}, status: 416, contentRange: "bytes */10", code: CodeRangeNotSatisfiable},
+		{name: "start beyond end", headers: []string{"Range", "bytes=20-30"}, status: 416, contentRange: "bytes */10", code: CodeRangeNotSatisfiable},
+		{name: "empty suffix", headers: []string{"Range", "bytes=-0"}, status: 416, contentRange: "bytes */10", code: CodeRangeNotSatisfiable},
+		{name: "empty blob", key: "empty", headers: []string{"Range", "bytes=0-"}, status: 416, contentRange: "bytes */0", code: CodeRangeNotSatisfiable},
+		{name: "reversed", headers: []string{"Range", "bytes=5-2"}, status: 400, code: CodeInvalidRange},
+		{name: "garbage", headers: []string{"Range", "bytes=abc"}, status: 400, code: CodeInvalidRange},
+		{name: "no dash", headers: []string{"Range", "bytes=5"}, status: 400, code: CodeInvalidRange},
+		{name: "bare dash", headers: []string{"Range", "bytes=-"}, status: 400, code: CodeInvalidRange},
+		{name: "negative", headers: []string{"Range", "bytes=-1-2"}, status: 400, code: CodeInvalidRange},
+		{name: "other unit", headers: []string{"Range", "items=0-1"}, status: 400, code: CodeInvalidRange},
+		{name: "two ranges", headers: []string{"Range", "bytes=0-1,3-4"}, status: 400, code: CodeInvalidRange},
+		{name: "two headers", headers: []string{"Range", "bytes=0-1", "Range", "bytes=3-4"}, status: 400, code: CodeInvalidRange},
+		{name: "if-range current", headers: []string{"Range", "bytes=0-1", "If-Range", info.ETag}, status: 206, body: "01", contentRange: "bytes 0-1/10"},
+		{name: "if-range date", headers: []string{"Range", "bytes=0-1", "If-Range", info.Created.Format(http.TimeFormat)}, status: 206, body: "01", contentRange: "bytes 0-1/10"},
+		{name: "if-range stale", headers: []string{"Range", "bytes=0-1", "If-Range", `"old"`}, status: 200, body: "0123456789"},
+		{name: "if-range weak", headers: []string{"Range", "bytes=0-1", "If-Range", "W/" + info.ETag}, status: 200, body: "0123456789"},
+		{name: "head ignores range", method: http.MethodHead, headers: []string{"Range", "bytes=0-1"}, status: 200},
+		{name: "not modified beats range", headers: []string{"Range", "bytes=abc", "If-None-Match", info.ETag}, status: 304},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key, method := tt.key, tt.method
+			if key == "" {
+				key = "k"
+			}
+			if method == "" {
+				method = http.MethodGet
+			}
+			r := e.do(method, "/blobs/"+key, nil, tt.headers...)
+			if r.status != tt.status || r.errorCode() != tt.code {
+				t.Fatalf("status %d code %q (%s), want %d %q", r.status, r.errorCode(), r.body, tt.status, tt.code)
+			}
+			if tt.code == "" && string(r.body) != tt.body {
+				t.Errorf("body %q, want %q", r.body, tt.body)
+			}
+			if got := r.header.Get("Content-Range"); got != tt.contentRange {
+				t.Errorf("Content-Range %q, want %q", got, tt.contentRange)
+			}
+			if tt.code == "" && tt.status != 304 {
+				wantLen := len(tt.body)
+				if method == http.MethodHead {
+					wantLen = len(data)
+				}
+				if got := r.header.Get("Content-Length"); got != fmt.Sprint(wantLen) {
+					t.Errorf("Content-Length %s, want %d", got, wantLen)
+				}
+			}
+		})
+	}
+}
+
+func TestGetStatus(t *testing.T) {
+	tests := []struct {
+		name    string
+		path    string
+		method  string
+		getErr  error
+		status  int
+		code    string
+		headers map[string]string
+	}{
+		{name: "absent", path: "/blobs/nope", status: 404, code: CodeNotFound},
+		{name: "head absent", path: "/blobs/nope", method: http.MethodHead, status: 404},
+		{name: "unavailable", path: "/blobs/k", getErr: store.ErrUnavailable, status: 503, code: CodeUnavailable, headers: map[string]string{"Retry-After": "1"}},
+		{name: "corrupt", path: "/blobs/k", getErr: fmt.Errorf("chunk 3: %w", store.ErrCorruptData), status: 500, code: CodeInternal},
+		{name: "bad consistency", path: "/blobs/k?consistency=strong", status: 400, code: CodeInvalidArgument},
+		{name: "repeated consistency", path: "/blobs/k?consistency=stale&consistency=stale", status: 400, code: CodeInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, Config{})
+			e.put("k", []byte("data"))
+			e.store.setFail("get", tt.getErr)
+			method := tt.method
+			if method == "" {
+				method = http.MethodGet
+			}
+			r := e.do(method, tt.path, nil)
+			if r.status != tt.status || r.errorCode() != tt.code {
+				t.Fatalf("status %d code %q (%s), want %d %q", r.status, r.errorCode(), r.body, tt.status, tt.code)
+			}
+			for k, v := range tt.headers {
+				if r.header.Get(k) != v {
+					t.Errorf("%s = %q, want %q", k, r.header.Get(k), v)
+				}
+			}
+		})
+	}
+}
+
+func TestGetConsistency(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.put("k", []byte("data"))
+	for _, tt := range []struct {
+		query string
+		stale bool
+	}{
+		{"", false},
+		{"?consistency=linearizable", false},
+		{"?consistency=", false},
+		{"?consistency=stale", true},
+	} {
+		r := e.do(http.MethodGet, "/blobs/k"+tt.query, nil)
+		if r.status != http.StatusOK {
+			t.Fatalf("%q: status %d", tt.query, r.status)
+		}
+		if got := e.store.readOptions(); got.Stale != tt.stale {
+			t.Errorf("%q: Stale = %v, want %v", tt.query, got.Stale, tt.stale)
+		}
+	}
+}
+
+// TestGetWriteRangeFailure: a store failure after the first body byte must
+// reach the client as a broken response, never as a complete one; before the
+// first byte it is an ordinary 500.
+func TestGetWriteRangeFailure(t *testing.T) {
+	data := bytes.Repeat([]byte("abcdefghij"), 1000)
+	// Below about 6 KiB (net/http's 2 KiB response buffer plus its 4 KiB
+	// connection buffer) the status line may never leave the server: the
+	// client then sees a connection closed without a response, also an
+	// error. Past it the client must get the headers and a short body.
+	tests := []struct {
+		name       string
+		failAfter  int64
+		headers    []string
+		headersOut bool // the status line must reach the client
+	}{
+		{"mid body", 7000, nil, true},
+		{"last byte", int64(len(data)) - 1, nil, true},
+		{"mid range", 7000, []string{"Range", "bytes=1000-8999"}, true},
+		{"early", 1500, []string{"Range", "bytes=1000-8999"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, Config{})
+			e.put("k", data)
+			e.store.setFailWriteAfter(tt.failAfter)
+			req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/blobs/k", nil)
+			for i := 0; i+1 < len(tt.headers); i += 2 {
+				req.Header.Set(tt.headers[i], tt.headers[i+1])
+			}
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				if tt.headersOut {
+					t.Fatalf("no response at all: %v", err)
+				}
+				return
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Fatalf("status %d with %d bytes read and no error: a truncated body looked complete", resp.StatusCode, len(got))
+			}
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Logf("read error: %v", err)
+			}
+			if int64(len(got)) > tt.failAfter {
+				t.Errorf("read %d bytes, store only produced %d", len(got), tt.failAfter)
+			}
+			e.waitServed("GET /blobs/k")
+			if m := e.metrics(); !strings.Contains(m, `code="aborted",method="GET",route="/blobs/{key:.+}"} 1`) {
+				t.Errorf("abort not counted:\n%s", m)
+			}
+		})
+	}
+
+	t.Run("before first byte", func(t *testing.T) {
+		e := newTestEnv(t, Config{})
+		e.put("k", data)
+		e.store.setFailWriteAfter(0)
+		r := e.do(http.MethodGet, "/blobs/k", nil)
+		if r.readErr != nil || r.status != http.StatusInternalServerError || r.errorCode() != CodeInternal {
+			t.Fatalf("status %d code %q err %v, want a clean 500", r.status, r.errorCode(), r.readErr)
+		}
+		if strings.Contains(string(r.body), "secret") || r.header.Get("ETag") != "" || r.header.Get("Content-Range") != "" {
+			t.Errorf("500 leaks detail or success headers: %v %s", r.header, r.body)
+		}
+	})
+}

@@ -1,0 +1,152 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics holds the collectors of one handler. Labels are bounded: route is
+// a mux path template (or "unmatched"), method one of the standard methods
+// (or "OTHER"), code an HTTP status (or "aborted").
+type metrics struct {
+	requests *prometheus.CounterVec   // route, method, code
+	duration *prometheus.HistogramVec // route, method
+	bytesIn  *prometheus.CounterVec   // route
+	bytesOut *prometheus.CounterVec   // route
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blobnode",
+			Name:      "http_requests_total",
+			Help:      "HTTP requests served, by route template, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "blobnode",
+			Name:      "http_request_duration_seconds",
+			Help:      "Time from request arrival to the end of the response, by route template and method.",
+			// 0.5 ms to about 2 minutes: from a cached HEAD to a large upload.
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"route", "method"}),
+		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blobnode",
+			Name:      "http_request_bytes_total",
+			Help:      "Bytes of blob bodies received in PUT requests (including bodies later refused).",
+		}, []string{"route"}),
+		bytesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blobnode",
+			Name:      "http_response_bytes_total",
+			Help:      "Bytes of response bodies written, by route template.",
+		}, []string{"route"}),
+	}
+	if reg != nil {
+		m.requests = register(reg, m.requests)
+		m.duration = register(reg, m.duration)
+		m.bytesIn = register(reg, m.bytesIn)
+		m.bytesOut = register(reg, m.bytesOut)
+	}
+	return m
+}
+
+// register registers c on reg, or returns the identical collector already
+// registered there (a second handler on the same registry shares counters).
+// Any other failure is a wiring bug and panics, as prometheus.MustRegister
+// does.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	err := reg.Register(c)
+	if err == nil {
+		return c
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing
+		}
+	}
+	panic(fmt.Sprintf("api: register metrics: %v", err))
+}
+
+// methodLabel bounds the method label to the standard methods.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete,
+		http.MethodOptions, http.MethodPatch, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
+}
+
+// instrument wraps h, the handler of one route, with the request metrics and
+// the Debug request log line. A panic from h (http.ErrAbortHandler after a
+// failed body write) is counted with code "aborted" and re-raised so the
+// server drops the connection.
+func (s *server) instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		method := methodLabel(r.Method)
+		defer func() {
+			p := recover()
+			code := strconv.Itoa(rec.statusCode())
+			if p != nil {
+				code = "aborted"
+			}
+			elapsed := time.Since(start)
+			s.metrics.requests.WithLabelValues(route, method, code).Inc()
+			s.metrics.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
+			s.metrics.bytesOut.WithLabelValues(route).Add(float64(rec.written))
+			s.log.Debug("http request", "method", r.Method, "path", r.URL.EscapedPath(), "route", route,
+				"code", code, "bytes_out", rec.written, "duration", elapsed, "remote", r.RemoteAddr)
+			if p != nil {
+				panic(p)
+			}
+		}()
+		h.ServeHTTP(rec, r)
+	})
+}
+
+// statusRecorder remembers the status and counts the body bytes written
+// through it. Unwrap lets http.ResponseController reach the connection.
+type statusRecorder struct {
+	http.ResponseWriter
+	status  int
+	written int64
+}
+
+func (rw *statusRecorder) WriteHeader(status int) {
+	if rw.status == 0 && status >= 200 {
+		rw.status = status
+	}
+	rw.ResponseWriter.WriteHeader(status)
+}
+
+func (rw *statusRecorder) Write(p []byte) (int, error) {
+	if rw.status == 0 {
+		rw.status = http.StatusOK
+	}
+	n, err := rw.ResponseWriter.Write(p)
+	rw.written += int64(n)
+	return n, err
+}
+
+func (rw *statusRecorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
+
+// Flush passes through so streaming responses (promhttp) are not buffered.
+func (rw *statusRecorder) Flush() {
+	if f, ok := rw.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (rw *statusRecorder) statusCode() int {
+	if rw.status == 0 {
+		return http.StatusOK
+	}
+	return rw.status
+}

@@ -1,0 +1,309 @@
+package catalog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+)
+
+func TestReopenKeepsEverything(t *testing.T) {
+	for _, noSync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoSync=%v", noSync), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "catalog.db")
+			db, err := Open(path, Options{NoSync: noSync})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := testBlob("dir/key", 42, 3*testChunk)
+			r := testReservation(43, 4096, 1234)
+			mustUpdate(t, db, func(tx *Tx) error {
+				if err := tx.PutBlob(b); err != nil {
+					return err
+				}
+				if err := tx.PutReservation(r); err != nil {
+					return err
+				}
+				if err := tx.PutMeta("geometry", []byte("g")); err != nil {
+					return err
+				}
+				if err := tx.MarkLocal(b.Key, b.Version); err != nil {
+					return err
+				}
+				return tx.SetAppliedIndex(43)
+			})
+			if err := db.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
+			if err := db.View(func(*Tx) error { return nil }); !errors.Is(err, ErrClosed) {
+				t.Fatalf("View after Close: %v", err)
+			}
+			if _, err := db.BeginSnapshot(); !errors.Is(err, ErrClosed) {
+				t.Fatalf("BeginSnapshot after Close: %v", err)
+			}
+
+			db = openAt(t, path, Options{NoSync: noSync})
+			mustView(t, db, func(tx *Tx) error {
+				got, ok, err := tx.GetBlob(b.Key)
+				if err != nil || !ok || !reflect.DeepEqual(got, b) {
+					return fmt.Errorf("blob after reopen: %+v %v %v", got, ok, err)
+				}
+				gr, ok, err := tx.GetReservation(r.ID)
+				if err != nil || !ok || !reflect.DeepEqual(gr, r) {
+					return fmt.Errorf("reservation after reopen: %+v %v %v", gr, ok, err)
+				}
+				if v, err := tx.GetMeta("geometry"); err != nil || string(v) != "g" {
+					return fmt.Errorf("meta after reopen: %q %v", v, err)
+				}
+				if v, ok, err := tx.LocalVersion(b.Key); err != nil || !ok || v != b.Version {
+					return fmt.Errorf("local after reopen: %d %v %v", v, ok, err)
+				}
+				if i, err := tx.AppliedIndex(); err != nil || i != 43 {
+					return fmt.Errorf("applied index after reopen: %d %v", i, err)
+				}
+				if n, err := tx.CountBlobs(); err != nil || n != 1 {
+					return fmt.Errorf("count after reopen: %d %v", n, err)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestOpenRefusesUnknownLayout(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	setLayout(t, path, layoutVersion+1)
+	_, err = Open(path, Options{})
+	if !errors.Is(err, ErrUnknownLayout) {
+		t.Fatalf("Open with layout %d: %v", layoutVersion+1, err)
+	}
+	t.Logf("error reads: %v", err)
+}
+
+func setLayout(t *testing.T, path string, v uint64) {
+	t.Helper()
+	bdb, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = bdb.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaLayout), binary.BigEndian.AppendUint64(nil, v))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenRefusesForeignFiles(t *testing.T) {
+	dir := t.TempDir()
+
+	// A bbolt file that is not a catalog.
+	foreign := filepath.Join(dir, "foreign.db")
+	bdb, err := bbolt.Open(foreign, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Update(func(tx *bbolt.Tx) error {
+		_, err := tx.CreateBucket([]byte("something-else"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(foreign, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Open(foreign bbolt file): %v", err)
+	}
+
+	// A catalog that lost a bucket.
+	damaged := filepath.Join(dir, "damaged.db")
+	db, err := Open(damaged, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bdb, err = bbolt.Open(damaged, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Update(func(tx *bbolt.Tx) error { return tx.DeleteBucket([]byte(bucketResv)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(damaged, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Open(catalog without reservations bucket): %v", err)
+	}
+
+	// Not a bbolt file at all.
+	junk := filepath.Join(dir, "junk.db")
+	if err := os.WriteFile(junk, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(junk, Options{}); err == nil {
+		t.Errorf("Open(zero-filled file) succeeded")
+	}
+}
+
+func TestOpenTimeoutWhileLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	openAt(t, path, Options{})
+	start := time.Now()
+	_, err := Open(path, Options{Timeout: 50 * time.Millisecond})
+	if err == nil {
+		t.Fatal("second Open of a locked file succeeded")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("Open took %v", time.Since(start))
+	}
+}
+
+func TestOpenRemovesRestoreLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "catalog.db")
+	leftover := filepath.Join(dir, "catalog.db"+restoreTempInfix+"12345")
+	unrelated := filepath.Join(dir, "other.db"+restoreTempInfix+"1")
+	for _, p := range []string{leftover, unrelated} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openAt(t, path, Options{})
+	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("leftover still there: %v", err)
+	}
+	if _, err := os.Stat(unrelated); err != nil {
+		t.Errorf("unrelated file removed: %v", err)
+	}
+}
+
+func TestCheckFindsDamage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	putBlobs(t, db, testBlob("a", 1, 1), testBlob("b", 2, 1))
+	mustUpdate(t, db, func(tx *Tx) error { return tx.PutReservation(testReservation(5, 1, 10)) })
+	if err := db.Check(); err != nil {
+		t.Fatalf("Check of a sound catalog: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Damage it behind the catalog's back, in four ways.
+	bdb, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = bdb.Update(func(tx *bbolt.Tx) error {
+		if err := tx.Bucket([]byte(bucketBlobs)).Put([]byte("c"), []byte{1, 2, 3}); err != nil {
+			return err
+		}
+		if err := tx.Bucket([]byte(bucketDeadline)).Delete(deadlineKey(10, 5)); err != nil {
+			return err
+		}
+		if err := tx.Bucket([]byte(bucketDeadline)).Put(deadlineKey(1, 77), nil); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte(bucketLocal)).Put([]byte("zz"), binary.BigEndian.AppendUint64(nil, 1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Check()
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Check: %v", err)
+	}
+	for _, want := range []string{`blob "c"`, "blob counter", "reservation 5 has no deadline", "(1, 77) has no reservation", `local mark "zz"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Check did not report %q; got:\n%v", want, err)
+		}
+	}
+	mustView(t, db, func(tx *Tx) error {
+		if errs := tx.Check(); len(errs) != 5 {
+			return fmt.Errorf("Tx.Check found %d problems, want 5: %v", len(errs), errs)
+		}
+		return nil
+	})
+	// Reads of the damaged parts report corruption, not panics.
+	if err := db.View(func(tx *Tx) error { _, _, err := tx.GetBlob("c"); return err }); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("GetBlob of a damaged record: %v", err)
+	}
+	if err := db.View(func(tx *Tx) error { _, err := tx.ExpiredReservations(100, 10); return err }); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("ExpiredReservations over a dangling index entry: %v", err)
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.DeleteReservation(5) }); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("DeleteReservation without index entry: %v", err)
+	}
+}
+
+// A file without the local bucket (for example a bare snapshot image) opens
+// with an empty one.
+func TestOpenRecreatesLocalBucket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	putBlobs(t, db, testBlob("a", 1, 1))
+	mustUpdate(t, db, func(tx *Tx) error { return tx.MarkLocal("a", 1) })
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := bbolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Update(func(tx *bbolt.Tx) error { return tx.DeleteBucket([]byte(bucketLocal)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := bdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openAt(t, path, Options{})
+	mustView(t, db, func(tx *Tx) error {
+		if _, ok, err := tx.LocalVersion("a"); ok || err != nil {
+			return fmt.Errorf("LocalVersion = %v, %v", ok, err)
+		}
+		return nil
+	})
+	mustUpdate(t, db, func(tx *Tx) error { return tx.MarkLocal("a", 1) })
+}

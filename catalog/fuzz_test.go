@@ -1,0 +1,90 @@
+package catalog
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+)
+
+func FuzzDecodeBlob(f *testing.F) {
+	seeds := []Blob{
+		{Version: 1},
+		testBlob("", 2, 1),
+		testBlob("", 3, 2*testChunk+3),
+		{Version: math.MaxUint64, Size: 9, ChunkSize: 4, Checksums: []uint32{1, 2, 3},
+			Extents: []Extent{{0, 4096}, {1 << 40, 8}}, Created: math.MinInt64, ContentType: "text/plain; ü"},
+	}
+	for _, b := range seeds {
+		enc, err := EncodeBlob(b)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(enc)
+		f.Add(enc[:len(enc)/2])
+	}
+	f.Add([]byte{})
+	f.Add([]byte{blobFormatV1, 0x80, 0x00})
+	f.Add([]byte{blobFormatV1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := DecodeBlob(data)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
+			}
+			return
+		}
+		enc, err := EncodeBlob(b)
+		if err != nil {
+			t.Fatalf("decoded blob does not encode: %v (%+v)", err, b)
+		}
+		if !bytes.Equal(enc, data) {
+			t.Fatalf("not canonical:\n in  %x\n out %x", data, enc)
+		}
+		again, err := DecodeBlob(enc)
+		if err != nil || !reflect.DeepEqual(again, b) {
+			t.Fatalf("second decode: %v\n%+v\n%+v", err, again, b)
+		}
+	})
+}
+
+func FuzzDecodeReservation(f *testing.F) {
+	seeds := []Reservation{
+		{},
+		testReservation(1, 4096, 1_700_000_000_000_000_000),
+		{Size: 10, Extents: []Extent{{0, 4}, {8, 6}}, Deadline: -7},
+		{Deadline: math.MaxInt64},
+	}
+	for _, r := range seeds {
+		enc, err := EncodeReservation(r)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(enc)
+		f.Add(enc[:len(enc)-1])
+	}
+	f.Add([]byte{reservationFormatV1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := DecodeReservation(data)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
+			}
+			return
+		}
+		enc, err := EncodeReservation(r)
+		if err != nil {
+			t.Fatalf("decoded reservation does not encode: %v (%+v)", err, r)
+		}
+		if !bytes.Equal(enc, data) {
+			t.Fatalf("not canonical:\n in  %x\n out %x", data, enc)
+		}
+		again, err := DecodeReservation(enc)
+		if err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("second decode: %v\n%+v\n%+v", err, again, r)
+		}
+	})
+}

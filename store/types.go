@@ -1,0 +1,95 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Errors returned by the store. Callers branch on them with errors.Is; the
+// HTTP layer maps each to one status code.
+var (
+	// ErrNotFound: the key has no committed blob.
+	ErrNotFound = errors.New("blob not found")
+	// ErrPreconditionFailed: an If-Match / If-None-Match condition did not hold.
+	ErrPreconditionFailed = errors.New("precondition failed")
+	// ErrTooLarge: the body is larger than the configured maximum blob size.
+	ErrTooLarge = errors.New("blob too large")
+	// ErrNoSpace: the volume cannot hold the blob.
+	ErrNoSpace = errors.New("out of space")
+	// ErrUnavailable: no Raft leader, or the node is shutting down; retry later.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrBadDigest: the client's checksum header does not match the body received.
+	ErrBadDigest = errors.New("body does not match its checksum")
+	// ErrIncompleteBody: the body ended before its declared length, or the
+	// client went away mid-upload. Nothing was stored.
+	ErrIncompleteBody = errors.New("incomplete body")
+	// ErrCorruptData: a chunk failed verification and no verified copy could
+	// be found. Never returned together with the bad bytes.
+	ErrCorruptData = errors.New("stored data failed verification")
+	// ErrInvalidKey: the key breaks a key rule (the message says which).
+	ErrInvalidKey = errors.New("invalid key")
+)
+
+// BlobInfo describes one committed version of a blob.
+type BlobInfo struct {
+	Key         string
+	Size        int64
+	Version     uint64 // Raft index of the commit that made this version visible
+	ETag        string // strong entity tag, quoted, e.g. "\"1a2b-0c0ffee0\""
+	ContentType string
+	Created     time.Time
+}
+
+// Condition is a write precondition taken from If-Match / If-None-Match.
+type Condition struct {
+	IfMatch        string // an ETag (quoted); empty = no condition
+	IfNoneMatchAny bool   // If-None-Match: * — create only
+}
+
+// PutRequest is one upload. Body is read exactly once, streaming.
+type PutRequest struct {
+	Key         string
+	ContentType string
+	// Size is the declared length, or -1 when unknown (chunked upload).
+	// A body that ends before Size bytes is ErrIncompleteBody.
+	Size int64
+	Body io.Reader
+	// CRC32C, when non-nil, is the client's Castagnoli CRC of the whole body;
+	// a mismatch is ErrBadDigest and nothing is stored.
+	CRC32C *uint32
+	Cond   Condition
+}
+
+// ReadOptions select the consistency of a read.
+type ReadOptions struct {
+	// Stale allows a read from local state without confirming leadership
+	// (faster; may miss the most recent writes acknowledged elsewhere).
+	Stale bool
+}
+
+// Object is an open handle on one committed version.
+type Object interface {
+	Info() BlobInfo
+	// WriteRange writes bytes [off, off+n) of the blob to w, verifying every
+	// chunk before any of its bytes are written. On a verification failure it
+	// returns ErrCorruptData without writing the bad chunk.
+	WriteRange(ctx context.Context, w io.Writer, off, n int64) error
+	Close() error
+}
+
+// ListRequest asks for keys with Prefix, strictly after StartAfter, at most Limit.
+type ListRequest struct {
+	Prefix     string
+	StartAfter string
+	Limit      int
+}
+
+// ListPage is one page of a listing in key order.
+type ListPage struct {
+	Blobs []BlobInfo
+	// Truncated is true when more keys follow; NextStartAfter continues.
+	Truncated      bool
+	NextStartAfter string
+}
