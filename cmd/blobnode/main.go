@@ -1,0 +1,131 @@
+// Command blobnode runs a blob storage node.
+//
+//	blobnode [flags]              serve (formats the volume on first start)
+//	blobnode fsck -data-dir D     offline consistency check of a stopped node
+//
+// Every flag has a BLOBNODE_* environment equivalent (-data-dir is
+// BLOBNODE_DATA_DIR); a flag given on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "fsck" {
+		os.Exit(runFsck(os.Args[2:], os.Stdout))
+	}
+	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "blobnode:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("blobnode stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	dataDir        string
+	httpAddr       string
+	raftAddr       string
+	nodeID         string
+	volumeSize     int64
+	spageShift     uint
+	lpageShift     uint
+	maxBlobSize    int64
+	reservationTTL time.Duration
+	shutdownGrace  time.Duration
+	logLevel       slog.Level
+}
+
+// parseConfig reads flags, falling back to BLOBNODE_* variables for flags
+// not given.
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("blobnode", flag.ContinueOnError)
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory holding the volume, catalog and Raft state")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address of the HTTP API")
+	fs.StringVar(&c.raftAddr, "raft-addr", "127.0.0.1:7080", "address for Raft traffic")
+	fs.StringVar(&c.nodeID, "node-id", "node1", "this node's stable id in the Raft group")
+	volumeSize := fs.String("volume-size", "1GiB", "size of the volume file, fixed when it is created")
+	fs.UintVar(&c.spageShift, "spage-shift", 12, "log2 of the smallest page (at volume creation)")
+	fs.UintVar(&c.lpageShift, "lpage-shift", 24, "log2 of the largest page (at volume creation)")
+	maxBlob := fs.String("max-blob-size", "5GiB", "largest accepted blob")
+	fs.DurationVar(&c.reservationTTL, "reservation-ttl", time.Hour, "how long an upload may take before its space is reclaimed")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "BLOBNODE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && !set[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", env, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	var err error
+	if c.volumeSize, err = parseSize(*volumeSize); err != nil {
+		return c, fmt.Errorf("-volume-size: %w", err)
+	}
+	if c.maxBlobSize, err = parseSize(*maxBlob); err != nil {
+		return c, fmt.Errorf("-max-blob-size: %w", err)
+	}
+	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return c, fmt.Errorf("-log-level: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return c, nil
+}
+
+// parseSize accepts a byte count with an optional KiB/MiB/GiB/TiB suffix
+// (K/M/G/T and KB/MB/GB/TB are taken as binary too).
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10},
+		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n <= 0 || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("%q is not a positive size", s)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/blobnode/blobnode/raftfsm"
+	"github.com/blobnode/blobnode/volume"
+)
+
+// nodeMetrics exports the storage layers' counters. Values are read when
+// scraped (GaugeFunc/CounterFunc), except device sync latency, which a
+// wrapper around the volume's device observes.
+type nodeMetrics struct {
+	reg      *prometheus.Registry
+	syncSecs prometheus.Histogram
+}
+
+func newNodeMetrics(reg *prometheus.Registry) *nodeMetrics {
+	m := &nodeMetrics{
+		reg: reg,
+		syncSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "blobnode_volume_fsync_seconds",
+			Help:    "Latency of fdatasync on the volume file (journal groups, checkpoints and data batches).",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}),
+	}
+	reg.MustRegister(m.syncSecs)
+	return m
+}
+
+// timedDevice observes every Sync's latency.
+type timedDevice struct {
+	volume.Device
+	h prometheus.Histogram
+}
+
+func (d timedDevice) Sync() error {
+	start := time.Now()
+	err := d.Device.Sync()
+	d.h.Observe(time.Since(start).Seconds())
+	return err
+}
+
+func (m *nodeMetrics) wrapDevice(d volume.Device) volume.Device { return timedDevice{d, m.syncSecs} }
+
+func (m *nodeMetrics) watch(node *raftfsm.Node, st *storage) {
+	gauge := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	}
+	j := st.vol.Journal()
+	counter("blobnode_journal_commits_total", "Allocator transactions made durable.", func() float64 { return float64(j.Stats().Commits) })
+	counter("blobnode_journal_groups_total", "Journal records (group commits), one fsync each.", func() float64 { return float64(j.Stats().Groups) })
+	counter("blobnode_journal_fsyncs_total", "fsyncs issued by the journal.", func() float64 { return float64(j.Stats().Fsyncs) })
+	counter("blobnode_journal_checkpoints_total", "Journal log resets.", func() float64 { return float64(j.Stats().Checkpoints) })
+	counter("blobnode_data_syncs_total", "Batched fdatasyncs of blob data.", func() float64 { return float64(st.vol.SyncStats().Syncs) })
+	counter("blobnode_data_sync_requests_total", "Requests for a data sync (many share one).", func() float64 { return float64(st.vol.SyncStats().Calls) })
+
+	gauge("blobnode_volume_free_bytes", "Free heap bytes.", func() float64 { return float64(st.alloc.Stats().FreeBytes) })
+	gauge("blobnode_volume_used_bytes", "Allocated heap bytes.", func() float64 { return float64(st.alloc.Stats().UsedBytes) })
+	gauge("blobnode_volume_fragmentation", "Share of free bytes not in whole free lpages.", func() float64 { return st.alloc.Stats().Fragmentation })
+	m.reg.MustRegister(allocClassCollector{
+		st:   st,
+		free: prometheus.NewDesc("blobnode_alloc_class_free_bytes", "Free bytes in whole free pages of a class.", []string{"page_size"}, nil),
+		used: prometheus.NewDesc("blobnode_alloc_class_used_bytes", "Bytes in allocated pages of a class.", []string{"page_size"}, nil),
+	})
+
+	r := node.Raft()
+	gauge("blobnode_raft_leader", "1 when this node is the Raft leader.", func() float64 {
+		if r.State() == raft.Leader {
+			return 1
+		}
+		return 0
+	})
+	gauge("blobnode_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(r.State()) })
+	gauge("blobnode_raft_commit_index", "Raft commit index.", func() float64 { return float64(r.CommitIndex()) })
+	gauge("blobnode_raft_applied_index", "Index the state machine has applied.", func() float64 { return float64(node.FSM().Applied()) })
+	gauge("blobnode_raft_last_index", "Last index in the Raft log.", func() float64 { return float64(r.LastIndex()) })
+	gauge("blobnode_raft_term", "Current Raft term.", func() float64 {
+		t, _ := strconv.ParseFloat(r.Stats()["term"], 64)
+		return t
+	})
+}
+
+// allocClassCollector exports free and used bytes per page class.
+type allocClassCollector struct {
+	st         *storage
+	free, used *prometheus.Desc
+}
+
+func (c allocClassCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.free; ch <- c.used }
+
+func (c allocClassCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, cs := range c.st.alloc.Stats().Classes {
+		size := strconv.FormatInt(cs.PageSize, 10)
+		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, float64(cs.FreePages)*float64(cs.PageSize), size)
+		ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(cs.UsedPages)*float64(cs.PageSize), size)
+	}
+}

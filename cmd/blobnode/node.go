@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/blobnode/blobnode/api"
+	"github.com/blobnode/blobnode/catalog"
+	"github.com/blobnode/blobnode/raftfsm"
+	"github.com/blobnode/blobnode/space"
+	"github.com/blobnode/blobnode/store"
+	"github.com/blobnode/blobnode/volume"
+)
+
+// Files inside the data directory.
+const (
+	volumeFile  = "volume.blob"
+	catalogFile = "catalog.db"
+	raftDir     = "raft"
+)
+
+// storage is a node's opened local state.
+type storage struct {
+	vol     *volume.Volume
+	alloc   *space.Allocator
+	cat     *catalog.DB
+	rebuild bool // the allocator must be rebuilt from the catalog
+}
+
+func (s *storage) close() error {
+	var errs []error
+	if s.cat != nil {
+		errs = append(errs, s.cat.Close())
+	}
+	if s.vol != nil {
+		errs = append(errs, s.vol.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// openStorage opens (or, on first start, formats) the volume, the allocator
+// and the catalog. dev wraps the device (metrics); nil keeps it.
+func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.Device) (*storage, error) {
+	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	if wrap == nil {
+		wrap = func(d volume.Device) volume.Device { return d }
+	}
+	path := filepath.Join(cfg.dataDir, volumeFile)
+	st := &storage{}
+	var err error
+	if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+		g := volume.Geometry{SpageShift: uint8(cfg.spageShift), LpageShift: uint8(cfg.lpageShift), VolumeSize: cfg.volumeSize}
+		log.Info("formatting a new volume", "path", path, "geometry", g.String())
+		dev, err := volume.CreateFileDevice(path, cfg.volumeSize)
+		if err != nil {
+			return nil, err
+		}
+		if st.vol, err = space.FormatVolume(wrap(dev), volume.FormatOptions{Geometry: g}); err != nil {
+			dev.Close()
+			os.Remove(path) // a half-formatted volume would be refused next time
+			return nil, fmt.Errorf("format %s: %w", path, err)
+		}
+	} else {
+		dev, err := volume.OpenFileDevice(path)
+		if err != nil {
+			return nil, err
+		}
+		if st.vol, err = volume.Open(wrap(dev), nil); err != nil {
+			dev.Close()
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		if g := st.vol.Superblock().Geometry; g.VolumeSize != cfg.volumeSize {
+			log.Info("using the volume's own size; -volume-size applies only at creation", "volume_size", g.VolumeSize)
+		}
+	}
+	st.alloc, err = space.Open(st.vol)
+	if errors.Is(err, space.ErrNeedsRebuild) {
+		st.rebuild = true
+	} else if err != nil {
+		st.close()
+		return nil, err
+	}
+	st.cat, err = catalog.Open(filepath.Join(cfg.dataDir, catalogFile), catalog.Options{Timeout: time.Second})
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("open catalog (is another blobnode using %s?): %w", cfg.dataDir, err)
+	}
+	return st, nil
+}
+
+// run serves until ctx ends (SIGTERM) or the state machine stops, then
+// shuts down in order: HTTP (draining), store, Raft, catalog, volume.
+func run(ctx context.Context, cfg config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newNodeMetrics(reg)
+
+	st, err := openStorage(cfg, log, m.wrapDevice)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.close(); err != nil {
+			log.Error("close storage", "err", err)
+		}
+	}()
+	geometry := st.vol.Superblock().Geometry.String()
+	fsm, err := raftfsm.Open(ctx, st.cat, st.alloc, geometry, log, st.rebuild)
+	if err != nil {
+		return err
+	}
+	node, err := raftfsm.StartNode(raftfsm.NodeConfig{
+		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
+		Bootstrap: true, Logger: log,
+	}, fsm)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := node.Close(); err != nil {
+			log.Error("close raft", "err", err)
+		}
+	}()
+	m.watch(node, st)
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = initGroup(startCtx, node, geometry)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+
+	s := store.New(node, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log})
+	defer s.Close()
+	handler := api.NewHandler(s, api.Config{
+		MaxBlobSize: cfg.maxBlobSize,
+		Logger:      log,
+		Registerer:  reg,
+		Gatherer:    reg,
+		Ready: func() error {
+			if err := fsm.Err(); err != nil {
+				return err
+			}
+			if addr, _ := node.Raft().LeaderWithID(); addr == "" {
+				return errors.New("no Raft leader")
+			}
+			return nil
+		},
+		Status: func() any { return status(node, st) },
+	})
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "http", ln.Addr().String(), "raft", cfg.raftAddr, "data_dir", cfg.dataDir, "geometry", geometry)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining requests")
+	case <-fsm.Stopped():
+		runErr = fsm.Err()
+	case err := <-served:
+		runErr = err
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.shutdownGrace)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown: requests still running were cut", "err", err)
+	}
+	return runErr
+}
+
+// initGroup waits for a leader; the leader records the volume geometry and,
+// when it is the only voter, frees reservations left by uploads that a
+// restart cut (no other node can be coordinating them).
+func initGroup(ctx context.Context, node *raftfsm.Node, geometry string) error {
+	if err := node.WaitLeader(ctx); err != nil {
+		return fmt.Errorf("no leader: %w", err)
+	}
+	if !node.IsLeader() {
+		return nil
+	}
+	for {
+		res, err := node.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindInit, Geometry: geometry})
+		if errors.Is(err, raftfsm.ErrNotLeader) && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond) // a fresh leader still settling
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if res.Err != nil {
+			return res.Err
+		}
+		break
+	}
+	cf := node.Raft().GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	if len(cf.Configuration().Servers) == 1 {
+		if _, err := node.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindExpire, Now: math.MaxInt64}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func status(node *raftfsm.Node, st *storage) any {
+	r := node.Raft()
+	addr, id := r.LeaderWithID()
+	a := st.alloc.Stats()
+	return map[string]any{
+		"state":         r.State().String(),
+		"leader":        map[string]string{"id": string(id), "address": string(addr)},
+		"commit_index":  r.CommitIndex(),
+		"applied_index": node.FSM().Applied(),
+		"last_index":    r.LastIndex(),
+		"volume": map[string]any{
+			"total_bytes": a.TotalBytes, "free_bytes": a.FreeBytes, "used_bytes": a.UsedBytes,
+			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,
+			"geometry": st.vol.Superblock().Geometry.String(),
+		},
+	}
+}

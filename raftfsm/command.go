@@ -1,0 +1,266 @@
+package raftfsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Kind is a command's type. Values are frozen: they are in the Raft log.
+type Kind byte
+
+const (
+	// KindNoop does nothing; a new leader proposes one so that the state
+	// machine's applied index reaches the commit index (Raft's own no-op
+	// entries never reach the state machine).
+	KindNoop Kind = 1
+	// KindInit records the volume geometry the group uses; every node
+	// checks its own volume against it.
+	KindInit Kind = 2
+	// KindReserve allocates extents for an upload, on every node alike.
+	KindReserve Kind = 3
+	// KindCommit maps a key to a reservation's extents (data is durable on
+	// a majority by then), freeing the version it replaces.
+	KindCommit Kind = 4
+	// KindAbort frees a reservation whose upload failed.
+	KindAbort Kind = 5
+	// KindExpire frees every reservation whose deadline is at or before
+	// Now, a time carried in the entry (never read from a local clock).
+	KindExpire Kind = 6
+	// KindDelete removes a key and frees its extents.
+	KindDelete Kind = 7
+)
+
+// Command is one Raft log entry's payload. Which fields matter depends on
+// Kind; the others are zero and not encoded.
+type Command struct {
+	Kind Kind
+
+	ReservationID uint64 // Reserve, Abort
+	// ReservationIDs (Commit) are the upload's reservations in blob order;
+	// the blob's extents are theirs, concatenated. Empty for an empty blob.
+	ReservationIDs []uint64
+	// Size (Reserve, Commit): bytes; a Commit's size is the sum of its
+	// reservations' sizes.
+	Size int64
+	Deadline      int64  // Reserve: unix ns after which Expire frees it
+
+	Key         string   // Commit, Delete
+	ContentType string   // Commit
+	// Identity (Commit) is the upload's identity, which seeded its chunk
+	// checksums; stored as the blob record's ReservationID.
+	Identity uint64
+	Created     int64    // Commit: unix ns, the coordinator's clock at proposal
+	ChunkSize   int64    // Commit
+	Checksums   []uint32 // Commit: one per chunk
+	// IfMatch (Commit, Delete) requires the key's current version to be
+	// this one; 0 means no condition.
+	IfMatch uint64
+	// IfNoneMatch (Commit) requires the key to be absent.
+	IfNoneMatch bool
+
+	Now int64 // Expire
+
+	Geometry string // Init: volume.Geometry.String()
+}
+
+// Limits on decoded commands, so a hostile or corrupt entry cannot make the
+// decoder allocate without bound.
+const (
+	maxKeyLen       = 1024
+	maxContentType  = 1024
+	maxChecksums    = 1 << 20
+	maxGeometryLen  = 256
+	maxReservations = 1 << 16
+	commandFormatV1 = 1
+)
+
+// ErrBadCommand is returned by DecodeCommand for bytes that are not a
+// command. In the log that is a bug: the state machine stops loudly.
+var ErrBadCommand = errors.New("raftfsm: malformed command")
+
+// Encode returns the command's frozen encoding: a format byte, the kind,
+// then the kind's fields as varints and length-prefixed strings.
+func (c *Command) Encode() []byte {
+	b := make([]byte, 0, 32+len(c.Key)+len(c.ContentType)+4*len(c.Checksums))
+	b = append(b, commandFormatV1, byte(c.Kind))
+	switch c.Kind {
+	case KindNoop:
+	case KindInit:
+		b = appendString(b, c.Geometry)
+	case KindReserve:
+		b = binary.AppendUvarint(b, c.ReservationID)
+		b = binary.AppendVarint(b, c.Size)
+		b = binary.AppendVarint(b, c.Deadline)
+	case KindCommit:
+		b = binary.AppendUvarint(b, uint64(len(c.ReservationIDs)))
+		for _, id := range c.ReservationIDs {
+			b = binary.AppendUvarint(b, id)
+		}
+		b = binary.AppendVarint(b, c.Size)
+		b = appendString(b, c.Key)
+		b = binary.AppendUvarint(b, c.Identity)
+		b = appendString(b, c.ContentType)
+		b = binary.AppendVarint(b, c.Created)
+		b = binary.AppendVarint(b, c.ChunkSize)
+		b = binary.AppendUvarint(b, c.IfMatch)
+		b = appendBool(b, c.IfNoneMatch)
+		b = binary.AppendUvarint(b, uint64(len(c.Checksums)))
+		for _, s := range c.Checksums {
+			b = binary.LittleEndian.AppendUint32(b, s)
+		}
+	case KindAbort:
+		b = binary.AppendUvarint(b, c.ReservationID)
+	case KindExpire:
+		b = binary.AppendVarint(b, c.Now)
+	case KindDelete:
+		b = appendString(b, c.Key)
+		b = binary.AppendUvarint(b, c.IfMatch)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s", ErrBadCommand, what)
+	}
+}
+
+func (r *reader) uvarint(what string) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint(what string) int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail(what)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string(what string, limit int) string {
+	n := r.uvarint(what)
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(limit) || n > uint64(len(r.b)) {
+		r.fail(what + " length")
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) bool(what string) bool {
+	if r.err != nil {
+		return false
+	}
+	if len(r.b) < 1 || r.b[0] > 1 {
+		r.fail(what)
+		return false
+	}
+	v := r.b[0] == 1
+	r.b = r.b[1:]
+	return v
+}
+
+// DecodeCommand parses an encoding made by Encode. It never panics; any
+// other input returns an error wrapping ErrBadCommand.
+func DecodeCommand(data []byte) (Command, error) {
+	if len(data) < 2 {
+		return Command{}, fmt.Errorf("%w: %d bytes", ErrBadCommand, len(data))
+	}
+	if data[0] != commandFormatV1 {
+		return Command{}, fmt.Errorf("%w: format %d", ErrBadCommand, data[0])
+	}
+	c := Command{Kind: Kind(data[1])}
+	r := &reader{b: data[2:]}
+	switch c.Kind {
+	case KindNoop:
+	case KindInit:
+		c.Geometry = r.string("geometry", maxGeometryLen)
+	case KindReserve:
+		c.ReservationID = r.uvarint("reservation id")
+		c.Size = r.varint("size")
+		c.Deadline = r.varint("deadline")
+	case KindCommit:
+		n := r.uvarint("reservation count")
+		if r.err == nil && (n > maxReservations || n > uint64(len(r.b))) {
+			r.fail("reservation count")
+		}
+		for i := uint64(0); r.err == nil && i < n; i++ {
+			c.ReservationIDs = append(c.ReservationIDs, r.uvarint("reservation id"))
+		}
+		c.Size = r.varint("size")
+		c.Key = r.string("key", maxKeyLen)
+		c.Identity = r.uvarint("identity")
+		c.ContentType = r.string("content type", maxContentType)
+		c.Created = r.varint("created")
+		c.ChunkSize = r.varint("chunk size")
+		c.IfMatch = r.uvarint("if-match")
+		c.IfNoneMatch = r.bool("if-none-match")
+		n = r.uvarint("checksum count")
+		if r.err == nil && (n > maxChecksums || n*4 > uint64(len(r.b))) {
+			r.fail("checksum count")
+		}
+		if r.err == nil {
+			c.Checksums = make([]uint32, n)
+			for i := range c.Checksums {
+				c.Checksums[i] = binary.LittleEndian.Uint32(r.b[4*i:])
+			}
+			r.b = r.b[4*n:]
+		}
+	case KindAbort:
+		c.ReservationID = r.uvarint("reservation id")
+	case KindExpire:
+		c.Now = r.varint("now")
+	case KindDelete:
+		c.Key = r.string("key", maxKeyLen)
+		c.IfMatch = r.uvarint("if-match")
+	default:
+		return Command{}, fmt.Errorf("%w: unknown kind %d", ErrBadCommand, data[1])
+	}
+	if r.err != nil {
+		return Command{}, r.err
+	}
+	if len(r.b) != 0 {
+		return Command{}, fmt.Errorf("%w: %d trailing bytes", ErrBadCommand, len(r.b))
+	}
+	if c.Size < 0 || c.ChunkSize < 0 || c.Size > math.MaxInt64/2 {
+		return Command{}, fmt.Errorf("%w: negative size", ErrBadCommand)
+	}
+	return c, nil
+}

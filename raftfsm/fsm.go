@@ -1,0 +1,480 @@
+package raftfsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/blobnode/blobnode/catalog"
+	"github.com/blobnode/blobnode/space"
+)
+
+// Deterministic refusals, returned in a Result (never a reason to stop).
+var (
+	ErrNoSpace            = errors.New("out of space")
+	ErrPreconditionFailed = errors.New("precondition failed")
+	ErrNotFound           = errors.New("not found")
+	// ErrNoReservation: the reservation was aborted or expired (or never
+	// existed), so its upload cannot commit.
+	ErrNoReservation = errors.New("no such reservation")
+	// ErrDuplicate: a Reserve reused a live reservation id.
+	ErrDuplicate = errors.New("reservation id in use")
+	// ErrInvalid: the command's fields are inconsistent (e.g. checksum count
+	// does not match the size). The coordinator has a bug; the state is
+	// unchanged.
+	ErrInvalid = errors.New("invalid command")
+	// ErrGeometryMismatch: the group's volume geometry differs from this
+	// node's.
+	ErrGeometryMismatch = errors.New("volume geometry differs from the group's")
+)
+
+// ErrStopped is returned by the FSM after a fatal error: state on disk may
+// be behind memory and the node must restart (and recover from the log).
+var ErrStopped = errors.New("raftfsm: state machine stopped after a fatal error")
+
+// Result is what Apply returns for one command.
+type Result struct {
+	Err     error
+	Extents []catalog.Extent // Reserve
+	Version uint64           // Commit: the new version (the entry's index)
+	Old     *catalog.Blob    // Commit, Delete: the version replaced or removed
+}
+
+// Allocator is the part of the space allocator the state machine drives.
+type Allocator interface {
+	Allocate(size int64) ([]space.Extent, error)
+	Free(exts []space.Extent) error
+	SetAppliedIndex(i uint64)
+	AppliedIndex() uint64
+	Commit(ctx context.Context) error
+	Rebuild(ctx context.Context, owned []space.Extent) error
+}
+
+// FSM is blobnode's Raft state machine: the catalog plus the allocator.
+//
+// Apply is deterministic: a command's effect depends only on the command,
+// its log index and the state, never on a clock, randomness or map order.
+// Each batch is one catalog transaction carrying the applied index and one
+// allocator journal transaction carrying the same index, so after a crash
+// each of them reflects a prefix of the log; Open reconciles them.
+//
+// Concurrency (hashicorp/raft's contract): ApplyBatch, Snapshot and Restore
+// are called from one goroutine; FSMSnapshot.Persist runs concurrently with
+// ApplyBatch. Readers use View and WaitApplied from any goroutine.
+type FSM struct {
+	cat      *catalog.DB
+	alloc    Allocator
+	geometry string // this node's volume geometry
+	log      *slog.Logger
+
+	mu      sync.Mutex // guards applied, fatal; cond signals applied changes
+	cond    *sync.Cond
+	applied uint64
+	fatal   error
+	fatalCh chan struct{} // closed when fatal is set
+}
+
+// Open reconciles the catalog and the allocator and returns the FSM. If
+// their applied indexes differ (a crash between the two commits of a batch),
+// the allocator is rebuilt from the catalog, whose state is then the one
+// both reflect: the log is replayed from there, and because allocation
+// decisions depend only on the set of owned extents, replay makes exactly
+// the original decisions.
+//
+// rebuild forces the rebuild (space.Open said ErrNeedsRebuild).
+func Open(ctx context.Context, cat *catalog.DB, alloc Allocator, geometry string, log *slog.Logger, rebuild bool) (*FSM, error) {
+	f := &FSM{cat: cat, alloc: alloc, geometry: geometry, log: log, fatalCh: make(chan struct{})}
+	f.cond = sync.NewCond(&f.mu)
+	var idx uint64
+	if err := cat.View(func(tx *catalog.Tx) error {
+		var err error
+		idx, err = tx.AppliedIndex()
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("raftfsm: open: %w", err)
+	}
+	if a := alloc.AppliedIndex(); a != idx || rebuild {
+		log.Warn("allocator and catalog disagree; rebuilding the allocator from the catalog",
+			"catalog_applied", idx, "allocator_applied", a)
+		if err := f.rebuildAllocator(ctx, idx); err != nil {
+			return nil, err
+		}
+	}
+	f.applied = idx
+	return f, nil
+}
+
+func (f *FSM) rebuildAllocator(ctx context.Context, idx uint64) error {
+	owned, err := OwnedExtents(f.cat)
+	if err != nil {
+		return fmt.Errorf("raftfsm: rebuild allocator: %w", err)
+	}
+	if err := f.alloc.Rebuild(ctx, owned); err != nil {
+		return fmt.Errorf("raftfsm: rebuild allocator: %w", err)
+	}
+	f.alloc.SetAppliedIndex(idx)
+	if err := f.alloc.Commit(ctx); err != nil {
+		return fmt.Errorf("raftfsm: rebuild allocator: %w", err)
+	}
+	return nil
+}
+
+// OwnedExtents lists every extent the catalog says is in use: blobs and
+// open reservations.
+func OwnedExtents(cat *catalog.DB) ([]space.Extent, error) {
+	var owned []space.Extent
+	err := cat.View(func(tx *catalog.Tx) error {
+		return tx.ForEachOwnedExtent(func(e catalog.Extent) error {
+			owned = append(owned, space.Extent(e))
+			return nil
+		})
+	})
+	return owned, err
+}
+
+// Applied returns the index of the last entry applied.
+func (f *FSM) Applied() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied
+}
+
+// WaitApplied blocks until the applied index is at least idx, the FSM
+// stops, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, idx uint64) error {
+	stop := context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	})
+	defer stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.applied < idx {
+		if f.fatal != nil {
+			return f.fatal
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f.cond.Wait()
+	}
+	return nil
+}
+
+// Stopped is closed when the FSM hit a fatal error; Err then says which.
+func (f *FSM) Stopped() <-chan struct{} { return f.fatalCh }
+
+// Err returns the fatal error, or nil.
+func (f *FSM) Err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fatal
+}
+
+func (f *FSM) stop(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fatal != nil {
+		return
+	}
+	f.fatal = fmt.Errorf("%w: %w", ErrStopped, err)
+	f.log.Error("state machine stopped", "err", err)
+	close(f.fatalCh)
+	f.cond.Broadcast()
+}
+
+// View runs fn in a read transaction of the catalog.
+func (f *FSM) View(fn func(*catalog.Tx) error) error { return f.cat.View(fn) }
+
+// Apply implements raft.FSM for single entries.
+func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch implements raft.BatchingFSM: the whole batch is one catalog
+// transaction and one allocator commit, both carrying the last index.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	if err := f.Err(); err != nil {
+		for i := range out {
+			out[i] = Result{Err: err}
+		}
+		return out
+	}
+	from := f.Applied()
+	last := logs[len(logs)-1].Index
+	if last <= from {
+		// Replay of entries already reflected in durable state.
+		for i := range out {
+			out[i] = Result{}
+		}
+		return out
+	}
+	err := f.cat.Update(func(tx *catalog.Tx) error {
+		for i, l := range logs {
+			out[i] = Result{}
+			if l.Index <= from || l.Type != raft.LogCommand {
+				continue
+			}
+			cmd, err := DecodeCommand(l.Data)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", l.Index, err)
+			}
+			res, err := f.apply(tx, l.Index, &cmd)
+			if err != nil {
+				return fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)
+			}
+			out[i] = res
+		}
+		return tx.SetAppliedIndex(last)
+	})
+	if err == nil {
+		f.alloc.SetAppliedIndex(last)
+		err = f.alloc.Commit(context.Background())
+	}
+	if err != nil {
+		// Memory may be ahead of disk: stop; a restart recovers from the
+		// log and Open's reconciliation.
+		f.stop(err)
+		for i := range out {
+			out[i] = Result{Err: f.Err()}
+		}
+		return out
+	}
+	f.mu.Lock()
+	f.applied = last
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	return out
+}
+
+// apply executes one command. A returned error is fatal (I/O, or catalog and
+// allocator disagreeing); refusals go in Result.Err.
+func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
+	switch c.Kind {
+	case KindNoop:
+		return Result{}, nil
+	case KindInit:
+		return f.applyInit(tx, c)
+	case KindReserve:
+		return f.applyReserve(tx, c)
+	case KindCommit:
+		return f.applyCommit(tx, index, c)
+	case KindAbort:
+		r, ok, err := tx.GetReservation(c.ReservationID)
+		if err != nil || !ok {
+			return Result{}, err
+		}
+		return Result{}, f.release(tx, r)
+	case KindExpire:
+		expired, err := tx.ExpiredReservations(c.Now, 1<<16)
+		if err != nil {
+			return Result{}, err
+		}
+		for _, r := range expired {
+			if err := f.release(tx, r); err != nil {
+				return Result{}, err
+			}
+		}
+		return Result{}, nil
+	case KindDelete:
+		cur, ok, err := tx.GetBlob(c.Key)
+		if err != nil {
+			return Result{}, err
+		}
+		if !ok {
+			return Result{Err: ErrNotFound}, nil
+		}
+		if c.IfMatch != 0 && cur.Version != c.IfMatch {
+			return Result{Err: ErrPreconditionFailed}, nil
+		}
+		if err := f.free(cur.Extents); err != nil {
+			return Result{}, err
+		}
+		return Result{Old: &cur}, tx.DeleteBlob(c.Key)
+	}
+	return Result{}, fmt.Errorf("%w: kind %d", ErrBadCommand, c.Kind)
+}
+
+const geometryMeta = "volume-geometry"
+
+func (f *FSM) applyInit(tx *catalog.Tx, c *Command) (Result, error) {
+	cur, err := tx.GetMeta(geometryMeta)
+	if errors.Is(err, catalog.ErrNotFound) {
+		cur, err = []byte(c.Geometry), tx.PutMeta(geometryMeta, []byte(c.Geometry))
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	if string(cur) != f.geometry {
+		// This node cannot hold the group's data at the same offsets.
+		return Result{}, fmt.Errorf("%w: group %q, this node %q", ErrGeometryMismatch, cur, f.geometry)
+	}
+	if c.Geometry != string(cur) {
+		return Result{Err: ErrGeometryMismatch}, nil
+	}
+	return Result{}, nil
+}
+
+func (f *FSM) applyReserve(tx *catalog.Tx, c *Command) (Result, error) {
+	if c.ReservationID == 0 || c.Size <= 0 {
+		return Result{Err: ErrInvalid}, nil
+	}
+	if _, ok, err := tx.GetReservation(c.ReservationID); err != nil || ok {
+		return Result{Err: ErrDuplicate}, err
+	}
+	exts, err := f.alloc.Allocate(c.Size)
+	if errors.Is(err, space.ErrNoSpace) {
+		return Result{Err: ErrNoSpace}, nil
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	r := catalog.Reservation{ID: c.ReservationID, Size: c.Size, Deadline: c.Deadline, Extents: make([]catalog.Extent, len(exts))}
+	for i, e := range exts {
+		r.Extents[i] = catalog.Extent(e)
+	}
+	if err := tx.PutReservation(r); err != nil {
+		return Result{}, err
+	}
+	return Result{Extents: r.Extents}, nil
+}
+
+func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
+	var rs []catalog.Reservation
+	var exts []catalog.Extent
+	var reserved int64
+	for _, id := range c.ReservationIDs {
+		r, ok, err := tx.GetReservation(id)
+		if err != nil {
+			return Result{}, err
+		}
+		if !ok {
+			// Release the others too: the upload cannot complete.
+			return Result{Err: ErrNoReservation}, f.release(tx, rs...)
+		}
+		rs = append(rs, r)
+		exts = append(exts, r.Extents...)
+		reserved += r.Size
+	}
+	chunks := int64(0)
+	if c.ChunkSize > 0 {
+		chunks = (c.Size + c.ChunkSize - 1) / c.ChunkSize
+	}
+	if c.Key == "" || reserved != c.Size || int64(len(c.Checksums)) != chunks || (c.Size > 0 && c.ChunkSize <= 0) {
+		return Result{Err: ErrInvalid}, f.release(tx, rs...)
+	}
+	cur, exists, err := tx.GetBlob(c.Key)
+	if err != nil {
+		return Result{}, err
+	}
+	if (c.IfNoneMatch && exists) || (c.IfMatch != 0 && (!exists || cur.Version != c.IfMatch)) {
+		return Result{Err: ErrPreconditionFailed}, f.release(tx, rs...)
+	}
+	res := Result{Version: index}
+	if exists {
+		if err := f.free(cur.Extents); err != nil {
+			return Result{}, err
+		}
+		res.Old = &cur
+	}
+	b := catalog.Blob{
+		Key: c.Key, Version: index, Size: c.Size, Extents: exts,
+		ChunkSize: c.ChunkSize, Checksums: c.Checksums, ContentType: c.ContentType,
+		Created: c.Created, ReservationID: c.Identity,
+	}
+	if len(rs) == 0 {
+		b.ChunkSize = 0
+	}
+	if err := tx.PutBlob(b); err != nil {
+		return Result{}, err
+	}
+	for _, r := range rs {
+		if err := tx.DeleteReservation(r.ID); err != nil {
+			return Result{}, err
+		}
+	}
+	return res, nil
+}
+
+// release frees reservations' extents and forgets them.
+func (f *FSM) release(tx *catalog.Tx, rs ...catalog.Reservation) error {
+	for _, r := range rs {
+		if err := f.free(r.Extents); err != nil {
+			return err
+		}
+		if err := tx.DeleteReservation(r.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *FSM) free(exts []catalog.Extent) error {
+	se := make([]space.Extent, len(exts))
+	for i, e := range exts {
+		se[i] = space.Extent(e)
+	}
+	if err := f.alloc.Free(se); err != nil {
+		return fmt.Errorf("catalog and allocator disagree: %w", err)
+	}
+	return nil
+}
+
+// Snapshot implements raft.FSM. State is durable after every batch, so the
+// snapshot's index is covered on disk before Raft may compact the log.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.Err(); err != nil {
+		return nil, err
+	}
+	s, err := f.cat.BeginSnapshot()
+	if err != nil {
+		return nil, fmt.Errorf("raftfsm: snapshot: %w", err)
+	}
+	return &snapshot{s: s}, nil
+}
+
+type snapshot struct{ s *catalog.Snapshot }
+
+// Persist streams the catalog as of Snapshot into the sink.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := s.s.WriteTo(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("raftfsm: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() { s.s.Release() }
+
+// Restore implements raft.FSM: the catalog is replaced by the snapshot and
+// the allocator rebuilt from it.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	if err := f.cat.Restore(rc); err != nil {
+		return fmt.Errorf("raftfsm: restore: %w", err)
+	}
+	var idx uint64
+	if err := f.cat.View(func(tx *catalog.Tx) error {
+		var err error
+		idx, err = tx.AppliedIndex()
+		return err
+	}); err != nil {
+		return fmt.Errorf("raftfsm: restore: %w", err)
+	}
+	if err := f.rebuildAllocator(context.Background(), idx); err != nil {
+		f.stop(err)
+		return err
+	}
+	f.mu.Lock()
+	f.applied = idx
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	return nil
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)

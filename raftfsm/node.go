@@ -1,0 +1,230 @@
+package raftfsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// NodeConfig configures the Raft node that drives the FSM.
+type NodeConfig struct {
+	ID        string // unique, stable node id
+	Dir       string // raft.db (log and stable store) and snapshots/
+	BindAddr  string // TCP address for Raft traffic, e.g. 127.0.0.1:7000
+	Advertise string // address peers dial; default BindAddr
+	// Bootstrap a single-voter group when the node has no Raft state yet.
+	Bootstrap bool
+	// SnapshotThreshold: entries since the last snapshot that trigger a new
+	// one (default 8192). SnapshotInterval: how often to check (default 30s).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64 // default 10240
+	Logger            *slog.Logger
+}
+
+// Node owns the *raft.Raft driving one FSM, and the background work a leader
+// does for it. Stop it with Close.
+type Node struct {
+	raft  *raft.Raft
+	fsm   *FSM
+	logs  *raftboltdb.BoltStore
+	trans *raft.NetworkTransport
+	log   *slog.Logger
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// ErrNotLeader is returned by Propose on a follower, and by reads that
+// cannot confirm leadership. (Forwarding to the leader comes with peers.)
+var ErrNotLeader = errors.New("raftfsm: not the leader")
+
+// StartNode starts Raft over TCP with a bbolt log store and file snapshots.
+func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raftfsm: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.NoSnapshotRestoreOnStart = true // the FSM's state is durable on its own
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.SnapshotThreshold = orDefault(cfg.SnapshotThreshold, 8192)
+	rc.TrailingLogs = orDefault(cfg.TrailingLogs, 10240)
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	rc.Logger = newHCLogger(cfg.Logger.With("component", "raft"))
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	if err != nil {
+		return nil, fmt.Errorf("raftfsm: open log store: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, rc.Logger)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raftfsm: open snapshot store: %w", err)
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = cfg.BindAddr
+	}
+	addr, err := net.ResolveTCPAddr("tcp", adv)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raftfsm: advertise address %q: %w", adv, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("raftfsm: listen %s: %w", cfg.BindAddr, err)
+	}
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(store, store, snaps)
+		if err != nil {
+			trans.Close()
+			store.Close()
+			return nil, fmt.Errorf("raftfsm: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
+			if err := raft.BootstrapCluster(rc, store, store, snaps, trans, conf); err != nil {
+				trans.Close()
+				store.Close()
+				return nil, fmt.Errorf("raftfsm: bootstrap: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, fsm, store, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
+	}
+	n := &Node{raft: r, fsm: fsm, logs: store, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
+	n.wg.Add(1)
+	go n.watchLeadership()
+	return n, nil
+}
+
+func orDefault(v, d uint64) uint64 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+// watchLeadership proposes a no-op whenever this node becomes leader, so
+// the FSM's applied index reaches the commit index (see KindNoop).
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	ch := n.raft.LeaderCh()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case leader := <-ch:
+			if !leader {
+				continue
+			}
+			if _, err := n.propose(context.Background(), &Command{Kind: KindNoop}, 10*time.Second); err != nil {
+				n.log.Warn("no-op after election failed", "err", err)
+			}
+		}
+	}
+}
+
+// FSM returns the node's state machine.
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// Raft exposes the raft instance for status and metrics.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// IsLeader reports whether this node is the leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// WaitLeader blocks until some node is leader and this node knows it.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := n.raft.LeaderWithID(); addr != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Propose replicates c and returns the FSM's result once applied here.
+func (n *Node) Propose(ctx context.Context, c *Command) (Result, error) {
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	return n.propose(ctx, c, timeout)
+}
+
+func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (Result, error) {
+	if n.raft.State() != raft.Leader {
+		return Result{}, ErrNotLeader
+	}
+	f := n.raft.Apply(c.Encode(), timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrEnqueueTimeout) {
+			return Result{}, fmt.Errorf("%w: %w", ErrNotLeader, err)
+		}
+		return Result{}, err
+	}
+	res, _ := f.Response().(Result)
+	if errors.Is(res.Err, ErrStopped) {
+		return Result{}, res.Err
+	}
+	return res, nil
+}
+
+// ReadBarrier makes a following read linearizable: it confirms this node is
+// still the leader and waits until the FSM has applied everything committed
+// at that moment (the ReadIndex pattern).
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	idx := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	}
+	return n.fsm.WaitApplied(ctx, idx)
+}
+
+// Snapshot asks Raft for a snapshot now (tests and operators).
+func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Close stops the background work and shuts Raft down; the FSM's stores are
+// the caller's to close afterwards.
+func (n *Node) Close() error {
+	var err error
+	n.once.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
+		err = n.raft.Shutdown().Error()
+		err = errors.Join(err, n.trans.Close(), n.logs.Close())
+	})
+	return err
+}
+
+var _ io.Closer = (*Node)(nil)

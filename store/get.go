@@ -1,0 +1,138 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/blobnode/blobnode/catalog"
+	"github.com/blobnode/blobnode/raftfsm"
+	"github.com/blobnode/blobnode/volume"
+)
+
+// barrier makes the next catalog read linearizable unless opts allow stale.
+func (s *Store) barrier(ctx context.Context, stale bool) error {
+	if stale {
+		return nil
+	}
+	return mapErr(s.raft.ReadBarrier(ctx))
+}
+
+// Get opens the current version of key.
+func (s *Store) Get(ctx context.Context, key string, opts ReadOptions) (Object, error) {
+	if err := s.barrier(ctx, opts.Stale); err != nil {
+		return nil, err
+	}
+	var b catalog.Blob
+	var ok bool
+	if err := s.fsm.View(func(tx *catalog.Tx) error {
+		var err error
+		b, ok, err = tx.GetBlob(key)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("store: get %q: %w", key, err)
+	}
+	if !ok {
+		return nil, ErrNotFound
+	}
+	o := &object{s: s, b: b}
+	o.ext.add(b.Extents...)
+	return o, nil
+}
+
+type object struct {
+	s   *Store
+	b   catalog.Blob
+	ext extents
+}
+
+func (o *object) Info() BlobInfo { return info(o.b) }
+func (o *object) Close() error   { return nil }
+
+// WriteRange reads whole chunks, verifies each against its checksum, and
+// writes only verified bytes.
+func (o *object) WriteRange(ctx context.Context, w io.Writer, off, n int64) error {
+	if off < 0 || n < 0 || off+n > o.b.Size {
+		return fmt.Errorf("store: range %d+%d outside a blob of %d bytes", off, n, o.b.Size)
+	}
+	if n == 0 {
+		return nil
+	}
+	bufp := o.s.bufs.Get().(*[]byte)
+	defer o.s.bufs.Put(bufp)
+	buf := *bufp
+	cs := o.b.ChunkSize
+	for c := off / cs; c*cs < off+n; c++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start := c * cs
+		size := min(cs, o.b.Size-start)
+		chunk := buf[:size]
+		if err := o.ext.each(start, size, func(dev int64, from, to int) error {
+			_, err := o.s.vol.ReadAt(chunk[from:to], dev)
+			return err
+		}); err != nil {
+			return fmt.Errorf("store: read %q chunk %d: %w", o.b.Key, c, err)
+		}
+		if got := chunkChecksum(o.b.ReservationID, c, chunk); got != o.b.Checksums[c] {
+			o.s.log.Error("chunk failed verification", "key", o.b.Key, "version", o.b.Version, "chunk", c, "want", o.b.Checksums[c], "got", got)
+			return fmt.Errorf("%w: %q version %d chunk %d", ErrCorruptData, o.b.Key, o.b.Version, c)
+		}
+		from := max(off, start) - start
+		to := min(off+n, start+size) - start
+		if _, err := w.Write(chunk[from:to]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete removes key through Raft.
+func (s *Store) Delete(ctx context.Context, key string, cond Condition) error {
+	c := &raftfsm.Command{Kind: raftfsm.KindDelete, Key: key, IfMatch: parseETag(cond.IfMatch)}
+	if cond.IfMatch != "" && c.IfMatch == 0 {
+		return ErrPreconditionFailed
+	}
+	res, err := s.raft.Propose(ctx, c)
+	if err == nil {
+		err = res.Err
+	}
+	return mapErr(err)
+}
+
+// List returns one page of keys in order.
+func (s *Store) List(ctx context.Context, req ListRequest) (ListPage, error) {
+	if err := s.barrier(ctx, false); err != nil {
+		return ListPage{}, err
+	}
+	var page ListPage
+	err := s.fsm.View(func(tx *catalog.Tx) error {
+		blobs, more, err := tx.ListBlobs(req.Prefix, req.StartAfter, req.Limit)
+		if err != nil {
+			return err
+		}
+		for _, b := range blobs {
+			page.Blobs = append(page.Blobs, info(b))
+		}
+		page.Truncated = more
+		if more && len(blobs) > 0 {
+			page.NextStartAfter = blobs[len(blobs)-1].Key
+		}
+		return nil
+	})
+	if err != nil {
+		return ListPage{}, fmt.Errorf("store: list: %w", err)
+	}
+	return page, nil
+}
+
+// Verify reads every chunk of b and checks it (for fsck and the scrubber).
+func Verify(vol *volume.Volume, b catalog.Blob) error {
+	s := &Store{vol: vol, log: slog.New(slog.DiscardHandler)}
+	s.bufs.New = func() any { buf := make([]byte, ChunkSize); return &buf }
+	o := &object{s: s, b: b}
+	o.ext.add(b.Extents...)
+	return o.WriteRange(context.Background(), io.Discard, 0, b.Size)
+}

@@ -1,0 +1,264 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"time"
+
+	"github.com/blobnode/blobnode/catalog"
+	"github.com/blobnode/blobnode/raftfsm"
+)
+
+// extents maps blob offsets onto the device extents that hold them.
+type extents struct {
+	exts  []catalog.Extent
+	start []int64 // blob offset of each extent
+	size  int64   // bytes covered
+}
+
+func (e *extents) add(xs ...catalog.Extent) {
+	for _, x := range xs {
+		e.exts = append(e.exts, x)
+		e.start = append(e.start, e.size)
+		e.size += x.Length
+	}
+}
+
+// each calls fn for the device ranges holding blob bytes [off, off+n).
+func (e *extents) each(off, n int64, fn func(dev int64, from, to int) error) error {
+	done := 0
+	for i, x := range e.exts {
+		if n == 0 {
+			break
+		}
+		if off >= e.start[i]+x.Length {
+			continue
+		}
+		within := off - e.start[i]
+		k := min(n, x.Length-within)
+		if err := fn(x.Offset+within, done, done+int(k)); err != nil {
+			return err
+		}
+		done += int(k)
+		off += k
+		n -= k
+	}
+	if n != 0 {
+		return fmt.Errorf("store: %d bytes beyond the extents", n)
+	}
+	return nil
+}
+
+// upload is one PUT in progress: its reservations, in blob order.
+type upload struct {
+	s        *Store
+	ids      []uint64
+	ext      extents
+	identity uint64 // seeds the chunk checksums: the first reservation id
+}
+
+func (u *upload) reserve(ctx context.Context, size int64) error {
+	id := newReservationID()
+	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
+	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	if len(u.ids) == 0 {
+		u.identity = id
+	}
+	u.ids = append(u.ids, id)
+	u.ext.add(res.Extents...)
+	return nil
+}
+
+// abort frees every reservation of the upload. It does not use the
+// request's context, which is often what ended the upload; if it fails the
+// reservations expire at their deadline.
+func (u *upload) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, id := range u.ids {
+		if _, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id}); err != nil {
+			u.s.log.Warn("abort reservation; it will expire", "reservation", id, "err", err)
+		}
+	}
+	u.ids = nil
+}
+
+func (u *upload) writeAt(p []byte, off int64) error {
+	return u.ext.each(off, int64(len(p)), func(dev int64, from, to int) error {
+		_, err := u.s.vol.WriteAt(p[from:to], dev)
+		return err
+	})
+}
+
+func (u *upload) readAt(p []byte, off int64) error {
+	return u.ext.each(off, int64(len(p)), func(dev int64, from, to int) error {
+		_, err := u.s.vol.ReadAt(p[from:to], dev)
+		return err
+	})
+}
+
+// Put stores a blob: reserve, stream, sync, commit. Nothing is visible
+// until the commit, and a failure at any step aborts the reservations.
+func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
+	u := &upload{s: s}
+	info, err := s.put(ctx, u, req)
+	if err != nil && len(u.ids) > 0 {
+		u.abort()
+	}
+	return info, err
+}
+
+func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, error) {
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	buf := *bufp
+
+	if req.Size > 0 {
+		if err := u.reserve(ctx, req.Size); err != nil {
+			return BlobInfo{}, err
+		}
+	}
+	var (
+		written   int64
+		checksums []uint32
+		whole     uint32 // CRC32C of the body, for the client's header
+	)
+	for {
+		want := int64(len(buf))
+		if req.Size >= 0 {
+			want = min(want, req.Size-written)
+		}
+		if want == 0 {
+			break
+		}
+		n, rerr := readChunk(req.Body, buf[:want])
+		if n > 0 {
+			if req.Size < 0 && written+int64(n) > u.ext.size {
+				// Unknown length: reserve the next lpage as the data arrives.
+				if err := u.reserve(ctx, s.lpage); err != nil {
+					return BlobInfo{}, err
+				}
+			}
+			if err := u.writeAt(buf[:n], written); err != nil {
+				return BlobInfo{}, fmt.Errorf("store: write: %w", err)
+			}
+			checksums = append(checksums, chunkChecksum(u.identity, written/ChunkSize, buf[:n]))
+			whole = crc32.Update(whole, castagnoli, buf[:n])
+			written += int64(n)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if errors.Is(rerr, ErrTooLarge) {
+				return BlobInfo{}, rerr
+			}
+			return BlobInfo{}, fmt.Errorf("%w: %w", ErrIncompleteBody, rerr)
+		}
+	}
+	if req.Size >= 0 && written != req.Size {
+		return BlobInfo{}, fmt.Errorf("%w: %d of %d bytes", ErrIncompleteBody, written, req.Size)
+	}
+	if req.CRC32C != nil && *req.CRC32C != whole {
+		return BlobInfo{}, fmt.Errorf("%w: crc32c %08x, body %08x", ErrBadDigest, *req.CRC32C, whole)
+	}
+	if req.Size < 0 && written%s.lpage != 0 {
+		// The last lpage is partly used: move its bytes to pages of the
+		// right size so the blob wastes less than one spage.
+		if err := s.trimTail(ctx, u, written); err != nil {
+			return BlobInfo{}, err
+		}
+	}
+	if written > 0 {
+		if err := s.vol.SyncData(ctx); err != nil {
+			return BlobInfo{}, fmt.Errorf("store: sync data: %w", err)
+		}
+	}
+	c := &raftfsm.Command{
+		Kind: raftfsm.KindCommit, ReservationIDs: u.ids, Size: written, Key: req.Key,
+		ContentType: req.ContentType, Created: s.cfg.Now().UnixNano(),
+		ChunkSize: ChunkSize, Checksums: checksums, Identity: u.identity,
+		IfMatch: parseETag(req.Cond.IfMatch), IfNoneMatch: req.Cond.IfNoneMatchAny,
+	}
+	if req.Cond.IfMatch != "" && c.IfMatch == 0 {
+		return BlobInfo{}, ErrPreconditionFailed
+	}
+	res, err := s.raft.Propose(ctx, c)
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		if errors.Is(err, raftfsm.ErrPreconditionFailed) || errors.Is(err, raftfsm.ErrNoReservation) || errors.Is(err, raftfsm.ErrInvalid) {
+			u.ids = nil // the state machine released them
+		}
+		return BlobInfo{}, mapErr(err)
+	}
+	u.ids = nil
+	return BlobInfo{
+		Key: req.Key, Size: written, Version: res.Version, ETag: ETag(res.Version),
+		ContentType: req.ContentType, Created: time.Unix(0, c.Created).UTC(),
+	}, nil
+}
+
+// trimTail replaces the upload's last, partly filled lpage by a reservation
+// of exactly the tail's size, copying the tail's bytes over.
+func (s *Store) trimTail(ctx context.Context, u *upload, written int64) error {
+	last := len(u.ids) - 1
+	lastID := u.ids[last]
+	tailStart := u.ext.start[len(u.ext.exts)-1]
+	tail := written - tailStart
+	old := u.ext.exts[len(u.ext.exts)-1]
+
+	var rest extents
+	rest.add(u.ext.exts[:len(u.ext.exts)-1]...)
+	u.ext = rest
+	u.ids = u.ids[:last]
+	if err := u.reserve(ctx, tail); err != nil {
+		u.ids = append(u.ids, lastID) // so it is aborted too
+		return err
+	}
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	buf := *bufp
+	for off := int64(0); off < tail; off += int64(len(buf)) {
+		n := min(int64(len(buf)), tail-off)
+		if _, err := s.vol.ReadAt(buf[:n], old.Offset+off); err != nil {
+			u.ids = append(u.ids, lastID)
+			return fmt.Errorf("store: move tail: %w", err)
+		}
+		if err := u.writeAt(buf[:n], tailStart+off); err != nil {
+			u.ids = append(u.ids, lastID)
+			return fmt.Errorf("store: move tail: %w", err)
+		}
+	}
+	// The tail reservation replaced lastID, which is freed now.
+	ctx2, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.raft.Propose(ctx2, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: lastID}); err != nil {
+		s.log.Warn("abort replaced reservation; it will expire", "reservation", lastID, "err", err)
+	}
+	return nil
+}
+
+// readChunk fills p from r. It returns io.EOF (with n possibly > 0) when r
+// ended cleanly before p was full, and r's other errors as they are.
+func readChunk(r io.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := r.Read(p[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
