@@ -43,17 +43,17 @@ type Command struct {
 	ReservationIDs []uint64
 	// Size (Reserve, Commit): bytes; a Commit's size is the sum of its
 	// reservations' sizes.
-	Size int64
-	Deadline      int64  // Reserve: unix ns after which Expire frees it
+	Size     int64
+	Deadline int64 // Reserve: unix ns after which Expire frees it
 
-	Key         string   // Commit, Delete
-	ContentType string   // Commit
+	Key         string // Commit, Delete
+	ContentType string // Commit
 	// Identity (Commit) is the upload's identity, which seeded its chunk
 	// checksums; stored as the blob record's ReservationID.
-	Identity uint64
-	Created     int64    // Commit: unix ns, the coordinator's clock at proposal
-	ChunkSize   int64    // Commit
-	Checksums   []uint32 // Commit: one per chunk
+	Identity  uint64
+	Created   int64    // Commit: unix ns, the coordinator's clock at proposal
+	ChunkSize int64    // Commit
+	Checksums []uint32 // Commit: one per chunk
 	// IfMatch (Commit, Delete) requires the key's current version to be
 	// this one; 0 means no condition.
 	IfMatch uint64
@@ -149,7 +149,7 @@ func (r *reader) uvarint(what string) uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
+	if n <= 0 || !minimal(r.b[:n]) {
 		r.fail(what)
 		return 0
 	}
@@ -157,12 +157,18 @@ func (r *reader) uvarint(what string) uint64 {
 	return v
 }
 
+// minimal reports whether a (u)varint's bytes are its shortest encoding:
+// a last byte of zero after a continuation byte only pads. Refusing padding
+// keeps the encoding canonical: a decoded command re-encodes to the same
+// bytes.
+func minimal(v []byte) bool { return len(v) == 1 || v[len(v)-1] != 0 }
+
 func (r *reader) varint(what string) int64 {
 	if r.err != nil {
 		return 0
 	}
 	v, n := binary.Varint(r.b)
-	if n <= 0 {
+	if n <= 0 || !minimal(r.b[:n]) {
 		r.fail(what)
 		return 0
 	}

@@ -52,6 +52,7 @@ type Allocator interface {
 	SetAppliedIndex(i uint64)
 	AppliedIndex() uint64
 	Commit(ctx context.Context) error
+	Submit() error
 	Rebuild(ctx context.Context, owned []space.Extent) error
 }
 
@@ -60,8 +61,16 @@ type Allocator interface {
 // Apply is deterministic: a command's effect depends only on the command,
 // its log index and the state, never on a clock, randomness or map order.
 // Each batch is one catalog transaction carrying the applied index and one
-// allocator journal transaction carrying the same index, so after a crash
-// each of them reflects a prefix of the log; Open reconciles them.
+// allocator journal transaction carrying the same index, so each of them
+// always reflects a prefix of the log; Open reconciles them.
+//
+// Durability is lazy: neither commit is waited for (the catalog runs with
+// NoSync), because the Raft log is the durable record of every decision.
+// Sync makes both durable; the daemon calls it at a clean shutdown. After
+// an unclean stop the daemon discards the catalog and lets Raft restore
+// the latest snapshot and replay the log after it; the allocator is
+// rebuilt from the catalog, and since its decisions depend only on the set
+// of owned extents, replay puts every blob at its original offsets.
 //
 // Concurrency (hashicorp/raft's contract): ApplyBatch, Snapshot and Restore
 // are called from one goroutine; FSMSnapshot.Persist runs concurrently with
@@ -233,8 +242,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		return tx.SetAppliedIndex(last)
 	})
 	if err == nil {
+		// Not waited for: the Raft log is the durable record; see Sync.
 		f.alloc.SetAppliedIndex(last)
-		err = f.alloc.Commit(context.Background())
+		err = f.alloc.Submit()
 	}
 	if err != nil {
 		// Memory may be ahead of disk: stop; a restart recovers from the
@@ -425,10 +435,28 @@ func (f *FSM) free(exts []catalog.Extent) error {
 	return nil
 }
 
-// Snapshot implements raft.FSM. State is durable after every batch, so the
-// snapshot's index is covered on disk before Raft may compact the log.
+// Sync makes the catalog and the allocator durable up to the applied index.
+func (f *FSM) Sync(ctx context.Context) error {
+	if err := f.cat.Sync(); err != nil {
+		return fmt.Errorf("raftfsm: sync catalog: %w", err)
+	}
+	if err := f.alloc.Commit(ctx); err != nil {
+		return fmt.Errorf("raftfsm: sync allocator: %w", err)
+	}
+	return nil
+}
+
+// Snapshot implements raft.FSM. The snapshot is a consistent copy of the
+// catalog as of the applied index; Raft stores it durably before it
+// compacts the log, so snapshot plus log always hold every decision. The
+// state is synced first too, so that a clean restart (which does not
+// restore the snapshot) finds the catalog at least at the snapshot's index.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.Err(); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(context.Background()); err != nil {
+		f.stop(err)
 		return nil, err
 	}
 	s, err := f.cat.BeginSnapshot()

@@ -13,17 +13,21 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	wal "github.com/hashicorp/raft-wal"
 )
 
 // NodeConfig configures the Raft node that drives the FSM.
 type NodeConfig struct {
 	ID        string // unique, stable node id
-	Dir       string // raft.db (log and stable store) and snapshots/
+	Dir       string // wal/ (log and stable store) and snapshots/
 	BindAddr  string // TCP address for Raft traffic, e.g. 127.0.0.1:7000
 	Advertise string // address peers dial; default BindAddr
 	// Bootstrap a single-voter group when the node has no Raft state yet.
 	Bootstrap bool
+	// RestoreSnapshot makes Raft restore its latest snapshot into the FSM
+	// at start (after an unclean stop, when the FSM's own files are not
+	// trusted). Otherwise the FSM's durable state is used as it is.
+	RestoreSnapshot bool
 	// SnapshotThreshold: entries since the last snapshot that trigger a new
 	// one (default 8192). SnapshotInterval: how often to check (default 30s).
 	SnapshotThreshold uint64
@@ -37,7 +41,7 @@ type NodeConfig struct {
 type Node struct {
 	raft  *raft.Raft
 	fsm   *FSM
-	logs  *raftboltdb.BoltStore
+	logs  *wal.WAL
 	trans *raft.NetworkTransport
 	log   *slog.Logger
 
@@ -50,7 +54,8 @@ type Node struct {
 // cannot confirm leadership. (Forwarding to the leader comes with peers.)
 var ErrNotLeader = errors.New("raftfsm: not the leader")
 
-// StartNode starts Raft over TCP with a bbolt log store and file snapshots.
+// StartNode starts Raft over TCP with a write-ahead log store (raft-wal: one
+// fsync per append) and file snapshots.
 func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -60,7 +65,7 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
-	rc.NoSnapshotRestoreOnStart = true // the FSM's state is durable on its own
+	rc.NoSnapshotRestoreOnStart = !cfg.RestoreSnapshot
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
 	rc.SnapshotThreshold = orDefault(cfg.SnapshotThreshold, 8192)
@@ -70,7 +75,11 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	}
 	rc.Logger = newHCLogger(cfg.Logger.With("component", "raft"))
 
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+	walDir := filepath.Join(cfg.Dir, "wal")
+	if err := os.MkdirAll(walDir, 0o755); err != nil {
+		return nil, fmt.Errorf("raftfsm: %w", err)
+	}
+	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger))
 	if err != nil {
 		return nil, fmt.Errorf("raftfsm: open log store: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
 
 	"github.com/blobnode/blobnode/volume"
@@ -327,7 +328,8 @@ func (a *Allocator) Allocate(size int64) ([]Extent, error) {
 	if size > int64(a.l.lpages)<<a.l.lpageShift {
 		return nil, fmt.Errorf("space: allocate %d bytes, heap is %d: %w", size, int64(a.l.lpages)<<a.l.lpageShift, ErrNoSpace)
 	}
-	classes := a.l.plan(size)
+	var planBuf [2 * maxClasses]int
+	classes := a.l.plan(planBuf[:0], size)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.failed != nil {
@@ -359,17 +361,27 @@ func (a *Allocator) Free(exts []Extent) error {
 		return a.failed
 	}
 	type located struct{ lp, node, class int }
-	locs := make([]located, 0, len(exts))
-	seen := make(map[Extent]struct{}, len(exts))
-	for _, x := range exts {
+	var locBuf [2 * maxClasses]located
+	locs := locBuf[:0]
+	var seen map[Extent]struct{} // only for long lists; short ones are scanned
+	for i, x := range exts {
 		lp, node, class, err := a.l.locate(x)
 		if err != nil {
 			return err
 		}
-		if _, dup := seen[x]; dup {
+		dup := false
+		if len(exts) <= 32 {
+			dup = slices.Contains(exts[:i], x)
+		} else {
+			if seen == nil {
+				seen = make(map[Extent]struct{}, len(exts))
+			}
+			_, dup = seen[x]
+			seen[x] = struct{}{}
+		}
+		if dup {
 			return fmt.Errorf("space: free %d+%d: listed twice: %w", x.Offset, x.Length, ErrDoubleFree)
 		}
-		seen[x] = struct{}{}
 		if err := a.checkAllocated(lp, node); err != nil {
 			return fmt.Errorf("space: free %d+%d: %w", x.Offset, x.Length, err)
 		}
@@ -464,9 +476,26 @@ func (a *Allocator) Commit(ctx context.Context) error {
 	return nil
 }
 
+// Submit hands every change made so far to the journal without waiting
+// for it, as a lazy transaction (see volume.Journal.SubmitLazy): it is
+// written with later ones, sharing their fsync; a later Commit waits for
+// it. Use it when durability comes from elsewhere (the Raft log) and only
+// the order of the allocator's own transactions matters.
+func (a *Allocator) Submit() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failed != nil {
+		return a.failed
+	}
+	a.sealLockedWith(a.vol.Journal().SubmitLazy)
+	return nil
+}
+
 // sealLocked turns the dirty words into one journal transaction and submits
 // it. REQUIRES: a.mu held.
-func (a *Allocator) sealLocked() {
+func (a *Allocator) sealLocked() { a.sealLockedWith(a.vol.Journal().Submit) }
+
+func (a *Allocator) sealLockedWith(submit func(*volume.Txn) *volume.Commit) {
 	if len(a.dirty) == 0 {
 		return
 	}
@@ -476,7 +505,7 @@ func (a *Allocator) sealLocked() {
 	}
 	clear(a.dirty)
 	a.dirty = a.dirty[:0]
-	a.last = a.vol.Journal().Submit(&a.txn)
+	a.last = submit(&a.txn)
 }
 
 // Pending reports whether there are changes not yet submitted by Commit.

@@ -77,7 +77,7 @@ func BenchmarkSpaceEfficiency(b *testing.B) {
 		for range 100000 {
 			size := logUniform(r, 1<<10, 64<<20)
 			var got int64
-			for _, c := range l.plan(size) {
+			for _, c := range l.plan(nil, size) {
 				got += l.pageSize(c)
 			}
 			worst = max(worst, got-size)

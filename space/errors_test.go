@@ -120,7 +120,7 @@ func TestPlan(t *testing.T) {
 		{2*256*k + 20*k, []int64{256 * k, 256 * k, 16 * k, 4 * k}},
 	} {
 		var got []int64
-		for _, c := range l.plan(tc.size) {
+		for _, c := range l.plan(nil, tc.size) {
 			got = append(got, l.pageSize(c))
 		}
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
@@ -139,7 +139,7 @@ func TestSpaceEfficiency(t *testing.T) {
 	for range 20000 {
 		size := logUniform(r, 1<<10, 64<<20)
 		var got int64
-		for _, c := range l.plan(size) {
+		for _, c := range l.plan(nil, size) {
 			got += l.pageSize(c)
 		}
 		if got < size || got-size >= l.pageSize(0) {

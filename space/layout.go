@@ -138,9 +138,10 @@ func (l *layout) locate(e Extent) (lp, node, class int, err error) {
 	return lp, node, class, nil
 }
 
-// plan returns the classes of the pages a blob of size bytes needs, largest
-// first: floor(size/lpage) lpages, then the tail rounded up to spages.
-func (l *layout) plan(size int64) []int {
+// plan appends to dst the classes of the pages a blob of size bytes needs,
+// largest first: floor(size/lpage) lpages, then the tail rounded up to
+// spages.
+func (l *layout) plan(dst []int, size int64) []int {
 	lps := size >> l.lpageShift
 	spage := l.pageSize(0)
 	tail := (size&(l.lpageSize()-1) + spage - 1) &^ (spage - 1)
@@ -148,7 +149,7 @@ func (l *layout) plan(size int64) []int {
 		lps++
 		tail = 0
 	}
-	classes := make([]int, 0, int(lps)+l.classes)
+	classes := dst
 	for range lps {
 		classes = append(classes, l.classes-1)
 	}

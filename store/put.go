@@ -61,6 +61,8 @@ type upload struct {
 }
 
 func (u *upload) reserve(ctx context.Context, size int64) error {
+	start := time.Now()
+	defer func() { u.s.cfg.ObserveStage("reserve", time.Since(start)) }()
 	id := newReservationID()
 	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
 	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
@@ -179,9 +181,11 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 		}
 	}
 	if written > 0 {
+		start := time.Now()
 		if err := s.vol.SyncData(ctx); err != nil {
 			return BlobInfo{}, fmt.Errorf("store: sync data: %w", err)
 		}
+		s.cfg.ObserveStage("sync", time.Since(start))
 	}
 	c := &raftfsm.Command{
 		Kind: raftfsm.KindCommit, ReservationIDs: u.ids, Size: written, Key: req.Key,
@@ -192,7 +196,9 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 	if req.Cond.IfMatch != "" && c.IfMatch == 0 {
 		return BlobInfo{}, ErrPreconditionFailed
 	}
+	start := time.Now()
 	res, err := s.raft.Propose(ctx, c)
+	s.cfg.ObserveStage("commit", time.Since(start))
 	if err == nil {
 		err = res.Err
 	}

@@ -53,6 +53,9 @@ type Config struct {
 	// (default 30s).
 	ReapInterval time.Duration
 	Logger       *slog.Logger
+	// ObserveStage, when set, receives the duration of each stage of a PUT
+	// ("reserve", "write", "sync", "commit") for metrics.
+	ObserveStage func(stage string, d time.Duration)
 	// Now is the clock used for proposals (Created, deadlines); default
 	// time.Now. Never read inside the state machine.
 	Now func() time.Time
@@ -87,6 +90,9 @@ func New(p Proposer, fsm *raftfsm.FSM, vol *volume.Volume, cfg Config) *Store {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ObserveStage == nil {
+		cfg.ObserveStage = func(string, time.Duration) {}
 	}
 	s := &Store{
 		raft: p, fsm: fsm, vol: vol, cfg: cfg, log: cfg.Logger,

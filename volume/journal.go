@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Txn is one allocator metadata change: an ordered list of (offset, bytes)
@@ -55,6 +56,8 @@ func (t *Txn) Reset() {
 type Commit struct {
 	done chan struct{}
 	err  error // written once before done is closed
+	// wake, for a lazily submitted transaction, starts the write now.
+	wake func()
 }
 
 func newCommit() *Commit { return &Commit{done: make(chan struct{})} }
@@ -73,6 +76,9 @@ func (c *Commit) Wait(ctx context.Context) error {
 	case <-c.done:
 		return c.err
 	default:
+	}
+	if c.wake != nil {
+		c.wake()
 	}
 	select {
 	case <-c.done:
@@ -102,8 +108,16 @@ type job struct {
 	entries    []byte // a copy of Txn.buf
 	count      int
 	checkpoint bool
+	lazy       bool // written within lazyDelay, or sooner if waited for
 	c          *Commit
 }
+
+// Lazy transactions are written at the latest this long after submission,
+// or once this many bytes of them are queued.
+const (
+	lazyDelay = 50 * time.Millisecond
+	lazyBytes = 1 << 20
+)
 
 // Journal is the volume's metadata journal. Transactions are submitted in
 // any goroutine and made durable by one goroutine the Journal owns, in
@@ -119,8 +133,9 @@ type Journal struct {
 	stateEnd   int64
 	maxTxn     int // largest Txn.Size a record can hold
 
-	mu      sync.Mutex // guards queue, closing, failed
+	mu      sync.Mutex // guards queue, urgent, closing, failed
 	queue   []job
+	urgent  bool  // a lazy job in the queue is waited for
 	closing bool  // Close began: Submit refuses
 	failed  error // sticky: the first device error; nothing is written after it
 
@@ -326,6 +341,35 @@ func (j *Journal) Submit(t *Txn) *Commit {
 	return c
 }
 
+// SubmitLazy is Submit for a transaction whose durability nobody waits for
+// yet (its effects are durable elsewhere, e.g. in the Raft log): it joins
+// the queue in order but is written with later work, after at most
+// lazyDelay, or at once when its Commit is waited for. Many lazy
+// transactions thus share one record and one fsync.
+func (j *Journal) SubmitLazy(t *Txn) *Commit {
+	c := newCommit()
+	if err := j.check(t); err != nil {
+		c.finish(err)
+		return c
+	}
+	c.wake = j.wake
+	jb := job{entries: slices.Clone(t.buf), count: t.n, c: c, lazy: true}
+	if err := j.enqueue(jb); err != nil {
+		c.finish(err)
+	}
+	return c
+}
+
+func (j *Journal) wake() {
+	j.mu.Lock()
+	j.urgent = true
+	j.mu.Unlock()
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (j *Journal) check(t *Txn) error {
 	if t == nil {
 		return errors.New("volume: submit: nil transaction")
@@ -357,6 +401,9 @@ func (j *Journal) enqueue(jb job) error {
 		return fmt.Errorf("volume: journal failed earlier: %w", err)
 	}
 	j.queue = append(j.queue, jb)
+	if !jb.lazy {
+		j.urgent = true
+	}
 	j.mu.Unlock()
 	select {
 	case j.kick <- struct{}{}:
@@ -433,9 +480,27 @@ func (j *Journal) run() {
 // one record can hold, ending early after a checkpoint request. It returns
 // false once closing and the queue is empty.
 func (j *Journal) take() ([]job, bool) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		j.mu.Lock()
-		if q := j.queue; len(q) > 0 {
+		q := j.queue
+		ready := len(q) > 0 && (j.urgent || j.closing || j.queuedBytes() >= lazyBytes)
+		if len(q) > 0 && !ready && timer == nil {
+			timer = time.NewTimer(lazyDelay)
+		}
+		if len(q) > 0 && !ready {
+			select {
+			case <-timer.C:
+				ready = true
+			default:
+			}
+		}
+		if ready {
 			limit := min(maxGroupBytes, j.maxTxn)
 			n, size := 0, 0
 			for n < len(q) {
@@ -452,6 +517,7 @@ func (j *Journal) take() ([]job, bool) {
 			batch := q[:n:n]
 			if n == len(q) {
 				j.queue = nil
+				j.urgent = false
 			} else {
 				j.queue = q[n:]
 			}
@@ -463,11 +529,28 @@ func (j *Journal) take() ([]job, bool) {
 		if closing {
 			return nil, false
 		}
+		var fire <-chan time.Time
+		if timer != nil {
+			fire = timer.C
+		}
 		select {
 		case <-j.kick:
 		case <-j.stop:
+		case <-fire:
+			j.mu.Lock()
+			j.urgent = true // the oldest lazy job is due
+			j.mu.Unlock()
 		}
 	}
+}
+
+// queuedBytes is the encoded size of the queue. REQUIRES: j.mu held.
+func (j *Journal) queuedBytes() int {
+	n := 0
+	for _, jb := range j.queue {
+		n += len(jb.entries)
+	}
+	return n
 }
 
 func (j *Journal) failure() error {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/blobnode/blobnode/catalog"
 	"github.com/blobnode/blobnode/raftfsm"
@@ -26,7 +28,7 @@ func runFsck(args []string, out io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := openStorage(config{dataDir: *dir}, log, nil)
+	st, err := openStorage(config{dataDir: *dir, readOnly: true}, log, nil)
 	if err != nil {
 		fmt.Fprintln(out, "fsck: cannot open:", err)
 		return 2
@@ -38,6 +40,9 @@ func runFsck(args []string, out io.Writer) int {
 		fmt.Fprintf(out, "problem: "+format+"\n", args...)
 	}
 
+	if _, err := os.Stat(filepath.Join(*dir, cleanFile)); err != nil {
+		report("the node did not stop cleanly (or is running): its next start rebuilds catalog and allocator from the Raft snapshot and log; stop it cleanly, then check")
+	}
 	if st.rebuild {
 		report("allocator: an interrupted rebuild left it unusable (the next start rebuilds it from the catalog)")
 	}

@@ -53,6 +53,8 @@ type config struct {
 	reservationTTL time.Duration
 	shutdownGrace  time.Duration
 	logLevel       slog.Level
+	readOnly       bool // fsck: look, change nothing
+	pprofAddr      string
 }
 
 // parseConfig reads flags, falling back to BLOBNODE_* variables for flags
@@ -70,6 +72,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	maxBlob := fs.String("max-blob-size", "5GiB", "largest accepted blob")
 	fs.DurationVar(&c.reservationTTL, "reservation-ttl", time.Hour, "how long an upload may take before its space is reclaimed")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err

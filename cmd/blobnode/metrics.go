@@ -15,8 +15,9 @@ import (
 // scraped (GaugeFunc/CounterFunc), except device sync latency, which a
 // wrapper around the volume's device observes.
 type nodeMetrics struct {
-	reg      *prometheus.Registry
-	syncSecs prometheus.Histogram
+	reg       *prometheus.Registry
+	syncSecs  prometheus.Histogram
+	putStages *prometheus.HistogramVec
 }
 
 func newNodeMetrics(reg *prometheus.Registry) *nodeMetrics {
@@ -28,7 +29,12 @@ func newNodeMetrics(reg *prometheus.Registry) *nodeMetrics {
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 		}),
 	}
-	reg.MustRegister(m.syncSecs)
+	m.putStages = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "blobnode_put_stage_seconds",
+		Help:    "Duration of each stage of a PUT: reserve (Raft), sync (data fdatasync), commit (Raft).",
+		Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
+	}, []string{"stage"})
+	reg.MustRegister(m.syncSecs, m.putStages)
 	return m
 }
 
@@ -102,4 +108,8 @@ func (c allocClassCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.free, prometheus.GaugeValue, float64(cs.FreePages)*float64(cs.PageSize), size)
 		ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(cs.UsedPages)*float64(cs.PageSize), size)
 	}
+}
+
+func (m *nodeMetrics) observeStage(stage string, d time.Duration) {
+	m.putStages.WithLabelValues(stage).Observe(d.Seconds())
 }

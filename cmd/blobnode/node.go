@@ -28,6 +28,10 @@ const (
 	volumeFile  = "volume.blob"
 	catalogFile = "catalog.db"
 	raftDir     = "raft"
+	// cleanFile exists only while the node is stopped after a clean
+	// shutdown: the catalog and allocator were synced and can be trusted
+	// as they are. It is removed at start, before anything changes.
+	cleanFile = "clean-shutdown"
 )
 
 // storage is a node's opened local state.
@@ -36,6 +40,9 @@ type storage struct {
 	alloc   *space.Allocator
 	cat     *catalog.DB
 	rebuild bool // the allocator must be rebuilt from the catalog
+	// unclean: the last stop was not clean, so the catalog was discarded
+	// and Raft must restore its snapshot and replay the log.
+	unclean bool
 }
 
 func (s *storage) close() error {
@@ -61,7 +68,11 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 	path := filepath.Join(cfg.dataDir, volumeFile)
 	st := &storage{}
 	var err error
-	if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+	_, statErr := os.Stat(path)
+	if cfg.readOnly && statErr != nil {
+		return nil, fmt.Errorf("no volume in %s: %w", cfg.dataDir, statErr)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
 		g := volume.Geometry{SpageShift: uint8(cfg.spageShift), LpageShift: uint8(cfg.lpageShift), VolumeSize: cfg.volumeSize}
 		log.Info("formatting a new volume", "path", path, "geometry", g.String())
 		dev, err := volume.CreateFileDevice(path, cfg.volumeSize)
@@ -86,14 +97,33 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 			log.Info("using the volume's own size; -volume-size applies only at creation", "volume_size", g.VolumeSize)
 		}
 	}
+	catPath := filepath.Join(cfg.dataDir, catalogFile)
+	_, catErr := os.Stat(catPath)
+	_, cleanErr := os.Stat(filepath.Join(cfg.dataDir, cleanFile))
+	if catErr == nil && cleanErr != nil && !cfg.readOnly {
+		// The catalog runs without fsync (the Raft log is the durable
+		// record), so after a crash it is rebuilt from snapshot and log.
+		log.Warn("the last stop was not clean: rebuilding the catalog and allocator from the Raft snapshot and log")
+		if err := os.Rename(catPath, catPath+".unclean"); err != nil {
+			st.close()
+			return nil, err
+		}
+		st.unclean = true
+	}
+	if !cfg.readOnly {
+		if err := removeDurably(filepath.Join(cfg.dataDir, cleanFile)); err != nil {
+			st.close()
+			return nil, err
+		}
+	}
 	st.alloc, err = space.Open(st.vol)
-	if errors.Is(err, space.ErrNeedsRebuild) {
+	if errors.Is(err, space.ErrNeedsRebuild) || (err == nil && st.unclean) {
 		st.rebuild = true
 	} else if err != nil {
 		st.close()
 		return nil, err
 	}
-	st.cat, err = catalog.Open(filepath.Join(cfg.dataDir, catalogFile), catalog.Options{Timeout: time.Second})
+	st.cat, err = catalog.Open(catPath, catalog.Options{Timeout: time.Second, NoSync: true})
 	if err != nil {
 		st.close()
 		return nil, fmt.Errorf("open catalog (is another blobnode using %s?): %w", cfg.dataDir, err)
@@ -103,7 +133,7 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 
 // run serves until ctx ends (SIGTERM) or the state machine stops, then
 // shuts down in order: HTTP (draining), store, Raft, catalog, volume.
-func run(ctx context.Context, cfg config, log *slog.Logger) error {
+func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newNodeMetrics(reg)
@@ -112,9 +142,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	clean := false
 	defer func() {
 		if err := st.close(); err != nil {
 			log.Error("close storage", "err", err)
+			return
+		}
+		if clean {
+			if err := createDurably(filepath.Join(cfg.dataDir, cleanFile)); err != nil {
+				log.Error("mark clean shutdown", "err", err)
+			}
 		}
 	}()
 	geometry := st.vol.Superblock().Geometry.String()
@@ -124,7 +161,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	node, err := raftfsm.StartNode(raftfsm.NodeConfig{
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
-		Bootstrap: true, Logger: log,
+		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
 	}, fsm)
 	if err != nil {
 		return err
@@ -132,7 +169,15 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	defer func() {
 		if err := node.Close(); err != nil {
 			log.Error("close raft", "err", err)
+			return
 		}
+		// Raft is stopped, so nothing applies any more: make the state
+		// durable, and only then may the next start trust it.
+		if err := fsm.Sync(context.Background()); err != nil {
+			log.Error("sync state", "err", err)
+			return
+		}
+		clean = runErr == nil && fsm.Err() == nil
 	}()
 	m.watch(node, st)
 
@@ -143,7 +188,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return fmt.Errorf("start: %w", err)
 	}
 
-	s := store.New(node, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log})
+	s := store.New(node, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
 	handler := api.NewHandler(s, api.Config{
 		MaxBlobSize: cfg.maxBlobSize,
@@ -168,6 +213,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if cfg.pprofAddr != "" {
+		go servePprof(cfg.pprofAddr, log)
+	}
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
 		return err
@@ -176,7 +224,6 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	var runErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down: draining requests")
@@ -245,4 +292,32 @@ func status(node *raftfsm.Node, st *storage) any {
 			"geometry": st.vol.Superblock().Geometry.String(),
 		},
 	}
+}
+
+// removeDurably removes path (if present) and syncs its directory.
+func removeDurably(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// createDurably creates an empty file and syncs it and its directory.
+func createDurably(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
