@@ -30,6 +30,10 @@ const (
 	KindExpire Kind = 6
 	// KindDelete removes a key and frees its extents.
 	KindDelete Kind = 7
+	// KindReserveBatch makes one reservation of Size bytes per id in
+	// ReservationIDs (a coordinator's pool for small uploads), stopping at
+	// the first that does not fit.
+	KindReserveBatch Kind = 8
 )
 
 // Command is one Raft log entry's payload. Which fields matter depends on
@@ -112,6 +116,13 @@ func (c *Command) Encode() []byte {
 		}
 	case KindAbort:
 		b = binary.AppendUvarint(b, c.ReservationID)
+	case KindReserveBatch:
+		b = binary.AppendUvarint(b, uint64(len(c.ReservationIDs)))
+		for _, id := range c.ReservationIDs {
+			b = binary.AppendUvarint(b, id)
+		}
+		b = binary.AppendVarint(b, c.Size)
+		b = binary.AppendVarint(b, c.Deadline)
 	case KindExpire:
 		b = binary.AppendVarint(b, c.Now)
 	case KindDelete:
@@ -251,6 +262,16 @@ func DecodeCommand(data []byte) (Command, error) {
 		}
 	case KindAbort:
 		c.ReservationID = r.uvarint("reservation id")
+	case KindReserveBatch:
+		n := r.uvarint("reservation count")
+		if r.err == nil && (n > maxReservations || n > uint64(len(r.b))) {
+			r.fail("reservation count")
+		}
+		for i := uint64(0); r.err == nil && i < n; i++ {
+			c.ReservationIDs = append(c.ReservationIDs, r.uvarint("reservation id"))
+		}
+		c.Size = r.varint("size")
+		c.Deadline = r.varint("deadline")
 	case KindExpire:
 		c.Now = r.varint("now")
 	case KindDelete:

@@ -41,6 +41,9 @@ var ErrStopped = errors.New("raftfsm: state machine stopped after a fatal error"
 type Result struct {
 	Err     error
 	Extents []catalog.Extent // Reserve
+	// Batch (ReserveBatch) holds the extents of each reservation made, in
+	// the order of the command's ids; it may be shorter when space ran out.
+	Batch [][]catalog.Extent
 	Version uint64           // Commit: the new version (the entry's index)
 	Old     *catalog.Blob    // Commit, Delete: the version replaced or removed
 }
@@ -54,6 +57,7 @@ type Allocator interface {
 	Commit(ctx context.Context) error
 	Submit() error
 	Rebuild(ctx context.Context, owned []space.Extent) error
+	SpageSize() int64
 }
 
 // FSM is blobnode's Raft state machine: the catalog plus the allocator.
@@ -272,6 +276,24 @@ func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
 		return f.applyInit(tx, c)
 	case KindReserve:
 		return f.applyReserve(tx, c)
+	case KindReserveBatch:
+		var res Result
+		for _, id := range c.ReservationIDs {
+			one := *c
+			one.Kind, one.ReservationID = KindReserve, id
+			r, err := f.applyReserve(tx, &one)
+			if err != nil {
+				return Result{}, err
+			}
+			if r.Err != nil {
+				if len(res.Batch) == 0 {
+					res.Err = r.Err
+				}
+				break
+			}
+			res.Batch = append(res.Batch, r.Extents)
+		}
+		return res, nil
 	case KindCommit:
 		return f.applyCommit(tx, index, c)
 	case KindAbort:
@@ -375,7 +397,7 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 	if c.ChunkSize > 0 {
 		chunks = (c.Size + c.ChunkSize - 1) / c.ChunkSize
 	}
-	if c.Key == "" || reserved != c.Size || int64(len(c.Checksums)) != chunks || (c.Size > 0 && c.ChunkSize <= 0) {
+	if c.Key == "" || c.Size > reserved || reserved-c.Size >= f.alloc.SpageSize() || int64(len(c.Checksums)) != chunks || (c.Size > 0 && c.ChunkSize <= 0) {
 		return Result{Err: ErrInvalid}, f.release(tx, rs...)
 	}
 	cur, exists, err := tx.GetBlob(c.Key)

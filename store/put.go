@@ -63,6 +63,24 @@ type upload struct {
 func (u *upload) reserve(ctx context.Context, size int64) error {
 	start := time.Now()
 	defer func() { u.s.cfg.ObserveStage("reserve", time.Since(start)) }()
+	if len(u.ids) == 0 {
+		if r, ok := u.s.pool.take(size); ok {
+			if u.identity == 0 {
+				u.identity = r.id
+			}
+			u.ids = append(u.ids, r.id)
+			u.ext.add(r.exts...)
+			return nil
+		}
+	}
+	err := u.reserveNew(ctx, size)
+	if errors.Is(err, ErrNoSpace) && u.s.pool.drain(ctx, false) > 0 {
+		err = u.reserveNew(ctx, size) // the pool held the space
+	}
+	return err
+}
+
+func (u *upload) reserveNew(ctx context.Context, size int64) error {
 	id := newReservationID()
 	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
 	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
@@ -72,7 +90,7 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	if len(u.ids) == 0 {
+	if u.identity == 0 {
 		u.identity = id
 	}
 	u.ids = append(u.ids, id)

@@ -67,6 +67,8 @@ type Store struct {
 	fsm   *raftfsm.FSM
 	vol   *volume.Volume
 	lpage int64
+	spage int64
+	pool  *reservationPool
 	cfg   Config
 	log   *slog.Logger
 
@@ -97,21 +99,44 @@ func New(p Proposer, fsm *raftfsm.FSM, vol *volume.Volume, cfg Config) *Store {
 	s := &Store{
 		raft: p, fsm: fsm, vol: vol, cfg: cfg, log: cfg.Logger,
 		lpage: vol.Superblock().Geometry.LpageSize(),
+		spage: vol.Superblock().Geometry.SpageSize(),
 		stop:  make(chan struct{}),
 	}
+	s.pool = newPool(s)
 	s.bufs.New = func() any { b := make([]byte, ChunkSize); return &b }
 	s.wg.Add(1)
 	go s.reap()
 	return s
 }
 
-// Close stops the reaper. In-flight calls are the caller's to drain first.
+// Close aborts the pooled reservations and stops the store's goroutines.
+// In-flight calls are the caller's to drain first; Raft must still run.
 func (s *Store) Close() error {
 	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.pool.drain(ctx, true)
 		close(s.stop)
 		s.wg.Wait()
 	})
 	return nil
+}
+
+// PooledBytes is the space held by reservations made ahead for small
+// uploads (counted as used by the allocator).
+func (s *Store) PooledBytes() int64 { return s.pool.pooledBytes() }
+
+// abortLater aborts a reservation in the background.
+func (s *Store) abortLater(id uint64) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id}); err != nil {
+			s.log.Warn("abort reservation; it will expire", "reservation", id, "err", err)
+		}
+	}()
 }
 
 // reap proposes Expire on the leader whenever reservations are past their

@@ -204,7 +204,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 			}
 			return nil
 		},
-		Status: func() any { return status(node, st) },
+		Status: func() any { return status(node, st, s) },
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -276,7 +276,7 @@ func initGroup(ctx context.Context, node *raftfsm.Node, geometry string) error {
 	return nil
 }
 
-func status(node *raftfsm.Node, st *storage) any {
+func status(node *raftfsm.Node, st *storage, s *store.Store) any {
 	r := node.Raft()
 	addr, id := r.LeaderWithID()
 	a := st.alloc.Stats()
@@ -289,6 +289,8 @@ func status(node *raftfsm.Node, st *storage) any {
 		"volume": map[string]any{
 			"total_bytes": a.TotalBytes, "free_bytes": a.FreeBytes, "used_bytes": a.UsedBytes,
 			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,
+			// Part of used_bytes: reservations made ahead for small uploads.
+			"pooled_bytes": s.PooledBytes(),
 			"geometry": st.vol.Superblock().Geometry.String(),
 		},
 	}
