@@ -43,9 +43,9 @@ type Result struct {
 	Extents []catalog.Extent // Reserve
 	// Batch (ReserveBatch) holds the extents of each reservation made, in
 	// the order of the command's ids; it may be shorter when space ran out.
-	Batch [][]catalog.Extent
-	Version uint64           // Commit: the new version (the entry's index)
-	Old     *catalog.Blob    // Commit, Delete: the version replaced or removed
+	Batch   [][]catalog.Extent
+	Version uint64        // Commit: the new version (the entry's index)
+	Old     *catalog.Blob // Commit, Delete: the version replaced or removed
 }
 
 // Allocator is the part of the space allocator the state machine drives.

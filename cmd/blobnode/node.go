@@ -291,7 +291,7 @@ func status(node *raftfsm.Node, st *storage, s *store.Store) any {
 			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,
 			// Part of used_bytes: reservations made ahead for small uploads.
 			"pooled_bytes": s.PooledBytes(),
-			"geometry": st.vol.Superblock().Geometry.String(),
+			"geometry":     st.vol.Superblock().Geometry.String(),
 		},
 	}
 }
