@@ -98,10 +98,7 @@ func (c *Command) Encode() []byte {
 		b = binary.AppendVarint(b, c.Size)
 		b = binary.AppendVarint(b, c.Deadline)
 	case KindCommit:
-		b = binary.AppendUvarint(b, uint64(len(c.ReservationIDs)))
-		for _, id := range c.ReservationIDs {
-			b = binary.AppendUvarint(b, id)
-		}
+		b = appendIDs(b, c.ReservationIDs)
 		b = binary.AppendVarint(b, c.Size)
 		b = appendString(b, c.Key)
 		b = binary.AppendUvarint(b, c.Identity)
@@ -117,10 +114,7 @@ func (c *Command) Encode() []byte {
 	case KindAbort:
 		b = binary.AppendUvarint(b, c.ReservationID)
 	case KindReserveBatch:
-		b = binary.AppendUvarint(b, uint64(len(c.ReservationIDs)))
-		for _, id := range c.ReservationIDs {
-			b = binary.AppendUvarint(b, id)
-		}
+		b = appendIDs(b, c.ReservationIDs)
 		b = binary.AppendVarint(b, c.Size)
 		b = binary.AppendVarint(b, c.Deadline)
 	case KindExpire:
@@ -135,6 +129,14 @@ func (c *Command) Encode() []byte {
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+func appendIDs(b []byte, ids []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ids)))
+	for _, id := range ids {
+		b = binary.AppendUvarint(b, id)
+	}
+	return b
 }
 
 func appendBool(b []byte, v bool) []byte {
@@ -201,6 +203,18 @@ func (r *reader) string(what string, limit int) string {
 	return s
 }
 
+func (r *reader) ids() []uint64 {
+	n := r.uvarint("reservation count")
+	if r.err == nil && (n > maxReservations || n > uint64(len(r.b))) {
+		r.fail("reservation count")
+	}
+	var ids []uint64
+	for i := uint64(0); r.err == nil && i < n; i++ {
+		ids = append(ids, r.uvarint("reservation id"))
+	}
+	return ids
+}
+
 func (r *reader) bool(what string) bool {
 	if r.err != nil {
 		return false
@@ -234,13 +248,7 @@ func DecodeCommand(data []byte) (Command, error) {
 		c.Size = r.varint("size")
 		c.Deadline = r.varint("deadline")
 	case KindCommit:
-		n := r.uvarint("reservation count")
-		if r.err == nil && (n > maxReservations || n > uint64(len(r.b))) {
-			r.fail("reservation count")
-		}
-		for i := uint64(0); r.err == nil && i < n; i++ {
-			c.ReservationIDs = append(c.ReservationIDs, r.uvarint("reservation id"))
-		}
+		c.ReservationIDs = r.ids()
 		c.Size = r.varint("size")
 		c.Key = r.string("key", maxKeyLen)
 		c.Identity = r.uvarint("identity")
@@ -249,7 +257,7 @@ func DecodeCommand(data []byte) (Command, error) {
 		c.ChunkSize = r.varint("chunk size")
 		c.IfMatch = r.uvarint("if-match")
 		c.IfNoneMatch = r.bool("if-none-match")
-		n = r.uvarint("checksum count")
+		n := r.uvarint("checksum count")
 		if r.err == nil && (n > maxChecksums || n*4 > uint64(len(r.b))) {
 			r.fail("checksum count")
 		}
@@ -263,13 +271,7 @@ func DecodeCommand(data []byte) (Command, error) {
 	case KindAbort:
 		c.ReservationID = r.uvarint("reservation id")
 	case KindReserveBatch:
-		n := r.uvarint("reservation count")
-		if r.err == nil && (n > maxReservations || n > uint64(len(r.b))) {
-			r.fail("reservation count")
-		}
-		for i := uint64(0); r.err == nil && i < n; i++ {
-			c.ReservationIDs = append(c.ReservationIDs, r.uvarint("reservation id"))
-		}
+		c.ReservationIDs = r.ids()
 		c.Size = r.varint("size")
 		c.Deadline = r.varint("deadline")
 	case KindExpire:
