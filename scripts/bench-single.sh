@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# bench-single.sh: one blobnode against the two reference servers of
+# ../shared/baseline (files: one fsynced file per blob; mem: a Go map), all
+# on loopback on this machine, driven by cmd/blobbench in one run:
+#
+#   1 KiB blobs: -n 20000 -c 16, put then get
+#   1 MiB blobs: -n 500   -c 16, put then get
+#
+# Prints every blobbench table, blobnode's volume fsyncs per PUT, and a
+# summary of ops/s with blobnode's ratios to each baseline. Everything it
+# starts is stopped on exit (trap), and its temporary directory removed.
+#
+# Usage: scripts/bench-single.sh        (BASELINE_DIR overrides ../shared/baseline)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+baseline_src=${BASELINE_DIR:-$root/../shared/baseline}
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-single.XXXXXX")
+pids=()
+
+cleanup() {
+	local pid i
+	for pid in "${pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		for ((i = 0; i < 100; i++)); do # up to 10 s each, then SIGKILL
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+
+# free_port prints a loopback port nothing listens on (a random one, checked).
+free_port() {
+	local p i
+	for ((i = 0; i < 200; i++)); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	log "no free port found"
+	exit 1
+}
+
+# wait_http URL PID: until URL answers 200 (or any status with "any"), bounded.
+wait_http() {
+	local url=$1 pid=$2 want=${3:-200} code i
+	for ((i = 0; i < 300; i++)); do # 30 s
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "process $pid exited while waiting for $url"
+			return 1
+		fi
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
+		if [[ $want == any && $code != 000 ]] || [[ $code == "$want" ]]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "$url not ready after 30 s"
+	return 1
+}
+
+# metric NAME: the value of an unlabelled blobnode metric.
+metric() {
+	curl -s --max-time 5 "http://$node_http/metrics" | awk -v m="$1" '$1 == m { print $2; exit }'
+}
+
+log "building blobnode, blobbench and the baseline in $work"
+(cd "$root" && go build -o "$work/blobnode" ./cmd/blobnode && go build -o "$work/blobbench" ./cmd/blobbench)
+(cd "$baseline_src" && go build -o "$work/baseline" .)
+
+node_http=127.0.0.1:$(free_port)
+node_raft=127.0.0.1:$(free_port)
+files_addr=127.0.0.1:$(free_port)
+mem_addr=127.0.0.1:$(free_port)
+mkdir -p "$work/node" "$work/files"
+
+"$work/blobnode" -data-dir "$work/node" -http-addr "$node_http" -raft-addr "$node_raft" \
+	-volume-size 4GiB -log-level warn 2>"$work/blobnode.log" &
+pids+=($!)
+node_pid=$!
+"$work/baseline" -mode files -addr "$files_addr" -dir "$work/files" 2>"$work/files.log" &
+pids+=($!)
+files_pid=$!
+"$work/baseline" -mode mem -addr "$mem_addr" 2>"$work/mem.log" &
+pids+=($!)
+mem_pid=$!
+
+wait_http "http://$node_http/readyz" "$node_pid" || { cat "$work/blobnode.log" >&2; exit 1; }
+wait_http "http://$files_addr/" "$files_pid" any
+wait_http "http://$mem_addr/" "$mem_pid" any
+
+echo "# bench-single $(date -u +%FT%TZ) on $(nproc) CPUs, $(uname -sr), $(go version | awk '{print $3}')"
+echo "# blobnode $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?') data in $work/node (fresh)"
+echo
+
+summary=()
+status=0
+for run in "1KiB 20000" "1MiB 500"; do
+	read -r size n <<<"$run"
+	declare -A ops=()
+	for target in blobnode files mem; do
+		case $target in
+		blobnode) addr=$node_http ;;
+		files) addr=$files_addr ;;
+		mem) addr=$mem_addr ;;
+		esac
+		if [[ $target == blobnode ]]; then
+			syncs0=$(metric blobnode_volume_fsync_seconds_count)
+		fi
+		echo "## $target ($addr): $size x $n, 16 clients"
+		out=$("$work/blobbench" -addr "http://$addr" -n "$n" -size "$size" -c 16 -ops put,get \
+			-prefix "bench/$target/$size/") || status=1
+		echo "$out"
+		if [[ $target == blobnode ]]; then
+			syncs1=$(metric blobnode_volume_fsync_seconds_count)
+			awk -v a="$syncs0" -v b="$syncs1" -v n="$n" \
+				'BEGIN { printf "blobnode volume fsyncs (data batches + allocator journal): %d, %.3f per PUT (Raft log fsyncs not included)\n", b - a, (b - a) / n }'
+		fi
+		echo
+		for phase in put get; do
+			ops[$target.$phase]=$(awk -v p="$phase" '$1 == p { print $6 }' <<<"$out")
+		done
+	done
+	for phase in put get; do
+		summary+=("$(awk -v s="$size" -v p="$phase" -v b="${ops[blobnode.$phase]}" -v f="${ops[files.$phase]}" -v m="${ops[mem.$phase]}" \
+			'BEGIN { printf "%-5s %-4s %12.1f %12.1f %12.1f %10.2fx %10.2fx", s, p, b, f, m, (f > 0 ? b / f : 0), (m > 0 ? b / m : 0) }')")
+	done
+	unset ops
+done
+
+echo "## summary (ops/s; ratio = blobnode / baseline)"
+printf '%-5s %-4s %12s %12s %12s %11s %11s\n' size op blobnode files mem vs-files vs-mem
+printf '%s\n' "${summary[@]}"
+exit $status

@@ -1,0 +1,297 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// crashBody is a body derived from name: 1 to 64 KiB.
+func crashBody(name string) []byte {
+	seed := seedOf(name)
+	return payload(seed, int64(1<<10+seed%(63<<10+1)))
+}
+
+// blobState is one possible state of a key: absent, or a body.
+type blobState struct {
+	exists bool
+	size   int64
+	sum    [32]byte
+}
+
+func (s blobState) String() string {
+	if !s.exists {
+		return "absent"
+	}
+	return fmt.Sprintf("%d bytes %x", s.size, s.sum[:4])
+}
+
+// crashOp is one request a crash-test worker sent.
+type crashOp struct {
+	key   string
+	after blobState // the key's state if the request took effect
+	acked bool      // 201 / 204 seen
+}
+
+// TestCrashKill9 loads a node with concurrent PUTs (and some replacements
+// and DELETEs), kills it with SIGKILL mid-load, restarts it and checks that
+// every acknowledged write is intact, that nothing unacknowledged is
+// visible with wrong content, that the space of cut uploads is reclaimed,
+// and that fsck finds the stopped node clean. Four kill/restart cycles on
+// one data directory; in one of them the node is killed again before it
+// was ever stopped cleanly after the previous crash.
+func TestCrashKill9(t *testing.T) {
+	const (
+		cycles     = 4
+		doubleKill = 1 // after this cycle's check the node keeps running into the next kill
+		workers    = 16
+		loadTime   = 3 * time.Second
+		minAcked   = 50
+		maxPerWork = 5000
+	)
+	n := newNode(t, "-reservation-ttl", "1h")
+	// known holds, for every key any client ever wrote, the states it may
+	// be in: one after a check, more while a request on it was cut.
+	known := map[string][]blobState{}
+
+	for cycle := range cycles {
+		if !n.running() {
+			n.start()
+		}
+		var (
+			ackCount atomic.Int64
+			inflight atomic.Int64
+			killed   atomic.Bool
+			wg       sync.WaitGroup
+			ops      = make([][]crashOp, workers)
+			bad      = make([]string, workers) // an unexpected answer before the kill
+		)
+		ctx, cancel := context.WithCancel(context.Background())
+		client := n.client
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(cycle), uint64(w)))
+				var live []string // keys of this worker whose last write was acknowledged
+				for i := 0; i < maxPerWork && ctx.Err() == nil; i++ {
+					op := crashOp{key: fmt.Sprintf("crash/c%d/w%02d/%05d", cycle, w, i)}
+					method, want := http.MethodPut, http.StatusCreated
+					var body []byte
+					switch {
+					case i%8 == 5 && len(live) > 0: // replace
+						op.key = live[rng.IntN(len(live))]
+						body = crashBody(fmt.Sprintf("%s#%d", op.key, i))
+					case i%8 == 7 && len(live) > 0: // delete
+						j := rng.IntN(len(live))
+						op.key = live[j]
+						live = slices.Delete(live, j, j+1)
+						method, want = http.MethodDelete, http.StatusNoContent
+					default:
+						body = crashBody(op.key)
+					}
+					if body != nil {
+						op.after = blobState{exists: true, size: int64(len(body)), sum: sha256Of(body)}
+					}
+					ops[w] = append(ops[w], op)
+					rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+					req, _ := http.NewRequestWithContext(rctx, method, n.base+blobPath(op.key), bytes.NewReader(body))
+					inflight.Add(1)
+					resp, err := client.Do(req)
+					var status int
+					if err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						status = resp.StatusCode
+					}
+					inflight.Add(-1)
+					rcancel()
+					if status != want {
+						// Unacknowledged: the worker stops, so each worker
+						// leaves at most one key in doubt.
+						if !killed.Load() {
+							bad[w] = fmt.Sprintf("%s %q: status %d, err %v", method, op.key, status, err)
+						}
+						return
+					}
+					ops[w][len(ops[w])-1].acked = true
+					ackCount.Add(1)
+					if method == http.MethodPut && !slices.Contains(live, op.key) {
+						live = append(live, op.key)
+					}
+				}
+			}()
+		}
+
+		// Load for loadTime (and until some writes were acknowledged), then
+		// kill while requests are in flight.
+		start := time.Now()
+		deadline := start.Add(loadTime + 20*time.Second)
+		for (time.Since(start) < loadTime || ackCount.Load() < minAcked) && time.Now().Before(deadline) {
+			waitTick(nil)
+		}
+		for inflight.Load() < workers/2 && time.Now().Before(deadline) {
+			waitTick(nil)
+		}
+		killed.Store(true)
+		inflightAtKill := inflight.Load()
+		n.kill()
+		cancel()
+		waited := make(chan struct{})
+		go func() { wg.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(time.Minute):
+			t.Fatal("workers still running a minute after the kill")
+		}
+		for _, b := range bad {
+			if b != "" {
+				t.Errorf("cycle %d: before the kill: %s", cycle, b)
+			}
+		}
+		sent, doubt := 0, 0
+		for _, wops := range ops {
+			for _, op := range wops {
+				sent++
+				if op.acked {
+					known[op.key] = []blobState{op.after}
+				} else {
+					before, ok := known[op.key]
+					if !ok {
+						before = []blobState{{}} // a new key: absent
+					}
+					known[op.key] = append(before, op.after)
+					doubt++
+				}
+			}
+		}
+		t.Logf("cycle %d: %d of %d writes acknowledged in %v; %d in flight at SIGKILL, %d keys in doubt",
+			cycle, ackCount.Load(), sent, time.Since(start).Round(time.Millisecond), inflightAtKill, doubt)
+		if ackCount.Load() < minAcked {
+			t.Fatalf("cycle %d: only %d writes acknowledged before the kill", cycle, ackCount.Load())
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+
+		n.start()
+		checkCrashState(t, n, known, cycle)
+		if cycle != doubleKill {
+			n.stop()
+			n.requireFsckClean()
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+}
+
+// checkCrashState verifies a restarted node against what the clients saw,
+// and narrows every key in doubt to the state found.
+func checkCrashState(t *testing.T, n *node, known map[string][]blobState, cycle int) {
+	t.Helper()
+	listed := n.listAll(t, "crash/", 1000)
+	inList := make(map[string]int64, len(listed)) // key -> listed size
+	var used int64
+	for i, b := range listed {
+		inList[b.Key] = b.Size
+		used += allocSize(b.Size)
+		if i > 0 && listed[i-1].Key >= b.Key {
+			t.Errorf("cycle %d: listing out of order: %q then %q", cycle, listed[i-1].Key, b.Key)
+		}
+		if _, ok := known[b.Key]; !ok {
+			t.Errorf("cycle %d: listing has %q, which no client ever wrote", cycle, b.Key)
+		}
+	}
+
+	// Read every key any client ever wrote, 8 at a time.
+	keys := make([]string, 0, len(known))
+	for k := range known {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	type found struct {
+		state  blobState
+		status int
+		err    error
+	}
+	got := make([]found, len(keys))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(keys) {
+					return
+				}
+				status, size, sum, err := n.getHash(ctx, keys[i])
+				got[i] = found{blobState{exists: status == http.StatusOK, size: size, sum: sum}, status, err}
+				if status != http.StatusOK {
+					got[i].state = blobState{}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	var exist, resolved, tookEffect, errs int
+	for i, k := range keys {
+		f, possible := got[i], known[k]
+		listedSize, listed := inList[k]
+		switch {
+		case f.err != nil:
+			t.Errorf("cycle %d: %v", cycle, f.err)
+		case f.status != http.StatusOK && f.status != http.StatusNotFound:
+			t.Errorf("cycle %d: GET %q: status %d", cycle, k, f.status)
+		case !slices.Contains(possible, f.state):
+			t.Errorf("cycle %d: %q is %v after the restart; the clients allow only %v", cycle, k, f.state, possible)
+		case f.state.exists != listed:
+			t.Errorf("cycle %d: %q: GET %d, but listed=%v", cycle, k, f.status, listed)
+		case listed && listedSize != f.state.size:
+			t.Errorf("cycle %d: %q listed with %d bytes, GET has %d", cycle, k, listedSize, f.state.size)
+		default:
+			if len(possible) > 1 {
+				resolved++
+				if f.state == possible[len(possible)-1] {
+					tookEffect++
+				}
+			}
+			known[k] = []blobState{f.state}
+			if f.state.exists {
+				exist++
+			}
+			continue
+		}
+		if errs++; errs > 20 {
+			t.Fatalf("cycle %d: too many errors", cycle)
+		}
+	}
+	if len(listed) != exist && !t.Failed() {
+		t.Errorf("cycle %d: listing has %d blobs, %d exist", cycle, len(listed), exist)
+	}
+	t.Logf("cycle %d after restart: %d keys checked, %d blobs exist; of %d keys in doubt, %d show the cut write",
+		cycle, len(keys), exist, resolved, tookEffect)
+
+	// The space of every cut upload is free again: used bytes are exactly
+	// the visible blobs' allocations. No PUT ran since the restart, so no
+	// reservation is pooled either.
+	var v volumeStatus
+	waitFor(t, settleTimeout, func() bool { v = n.volume(t); return v.UsedBytes == used && v.PooledBytes == 0 },
+		func() string {
+			return fmt.Sprintf("cycle %d: volume.used_bytes %d (pooled %d), the %d visible blobs occupy %d: %d bytes not reclaimed",
+				cycle, v.UsedBytes, v.PooledBytes, len(listed), used, v.UsedBytes-used)
+		})
+}
