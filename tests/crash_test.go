@@ -49,6 +49,15 @@ type crashOp struct {
 // one data directory; in one of them the node is killed again before it
 // was ever stopped cleanly after the previous crash.
 func TestCrashKill9(t *testing.T) {
+	t.Run("log-replay", func(t *testing.T) { crashKill9(t, false) })
+	// Snapshots and log compaction every few hundred entries: recovery
+	// restores the newest snapshot and replays the log after it.
+	t.Run("snapshots", func(t *testing.T) {
+		crashKill9(t, true, "-snapshot-threshold", "200", "-snapshot-interval", "200ms", "-trailing-logs", "50")
+	})
+}
+
+func crashKill9(t *testing.T, wantSnapshots bool, extraArgs ...string) {
 	const (
 		cycles     = 4
 		doubleKill = 1 // after this cycle's check the node keeps running into the next kill
@@ -57,7 +66,7 @@ func TestCrashKill9(t *testing.T) {
 		minAcked   = 50
 		maxPerWork = 5000
 	)
-	n := newNode(t, "-reservation-ttl", "1h")
+	n := newNode(t, append([]string{"-reservation-ttl", "1h"}, extraArgs...)...)
 	// known holds, for every key any client ever wrote, the states it may
 	// be in: one after a check, more while a request on it was cut.
 	known := map[string][]blobState{}
@@ -183,6 +192,12 @@ func TestCrashKill9(t *testing.T) {
 		}
 
 		n.start()
+		if wantSnapshots {
+			// The node recovered from a snapshot, not from the log alone.
+			if idx := n.lastSnapshotIndex(t); idx == 0 {
+				t.Fatalf("cycle %d: no Raft snapshot was taken under load", cycle)
+			}
+		}
 		checkCrashState(t, n, known, cycle)
 		if cycle != doubleKill {
 			n.stop()

@@ -676,3 +676,16 @@ func allocSize(s int64) int64 {
 }
 
 func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// lastSnapshotIndex is the index of the node's newest Raft snapshot.
+func (n *node) lastSnapshotIndex(t testing.TB) uint64 {
+	t.Helper()
+	r := n.do(t, http.MethodGet, "/cluster", nil)
+	var s struct {
+		LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	}
+	if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
+		t.Fatalf("GET /cluster: %v", r)
+	}
+	return s.LastSnapshotIndex
+}

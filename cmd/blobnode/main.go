@@ -55,6 +55,9 @@ type config struct {
 	logLevel       slog.Level
 	readOnly       bool // fsck: look, change nothing
 	pprofAddr      string
+	snapThreshold  uint64
+	snapInterval   time.Duration
+	trailingLogs   uint64
 }
 
 // parseConfig reads flags, falling back to BLOBNODE_* variables for flags
@@ -72,6 +75,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	maxBlob := fs.String("max-blob-size", "5GiB", "largest accepted blob")
 	fs.DurationVar(&c.reservationTTL, "reservation-ttl", time.Hour, "how long an upload may take before its space is reclaimed")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.Uint64Var(&c.snapThreshold, "snapshot-threshold", 8192, "Raft entries since the last snapshot that trigger a new one")
+	fs.DurationVar(&c.snapInterval, "snapshot-interval", 30*time.Second, "how often Raft checks whether to snapshot")
+	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "Raft entries kept behind a snapshot for slow followers")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {

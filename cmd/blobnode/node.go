@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -162,6 +163,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	node, err := raftfsm.StartNode(raftfsm.NodeConfig{
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
 		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
+		SnapshotThreshold: cfg.snapThreshold, SnapshotInterval: cfg.snapInterval, TrailingLogs: cfg.trailingLogs,
 	}, fsm)
 	if err != nil {
 		return err
@@ -286,6 +288,10 @@ func status(node *raftfsm.Node, st *storage, s *store.Store) any {
 		"commit_index":  r.CommitIndex(),
 		"applied_index": node.FSM().Applied(),
 		"last_index":    r.LastIndex(),
+		"last_snapshot_index": func() uint64 {
+			v, _ := strconv.ParseUint(r.Stats()["last_snapshot_index"], 10, 64)
+			return v
+		}(),
 		"volume": map[string]any{
 			"total_bytes": a.TotalBytes, "free_bytes": a.FreeBytes, "used_bytes": a.UsedBytes,
 			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,
