@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	walmetrics "github.com/hashicorp/raft-wal/metrics"
 )
 
 // NodeConfig configures the Raft node that drives the FSM.
@@ -42,6 +43,7 @@ type Node struct {
 	raft  *raft.Raft
 	fsm   *FSM
 	logs  *wal.WAL
+	walm  *walmetrics.AtomicCollector
 	trans *raft.NetworkTransport
 	log   *slog.Logger
 
@@ -79,7 +81,8 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if err := os.MkdirAll(walDir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftfsm: %w", err)
 	}
-	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger))
+	walm := walmetrics.NewAtomicCollector(wal.MetricDefinitions)
+	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger), wal.WithMetricsCollector(walm))
 	if err != nil {
 		return nil, fmt.Errorf("raftfsm: open log store: %w", err)
 	}
@@ -124,7 +127,7 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		store.Close()
 		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
 	}
-	n := &Node{raft: r, fsm: fsm, logs: store, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
+	n := &Node{raft: r, fsm: fsm, logs: store, walm: walm, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return n, nil
@@ -162,6 +165,9 @@ func (n *Node) FSM() *FSM { return n.fsm }
 
 // Raft exposes the raft instance for status and metrics.
 func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// LogAppends counts appends to the Raft log since start; each is one fsync.
+func (n *Node) LogAppends() uint64 { return n.walm.Summary().Counters["log_appends"] }
 
 // IsLeader reports whether this node is the leader now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }

@@ -77,6 +77,7 @@ func (m *nodeMetrics) watch(node *raftfsm.Node, st *storage) {
 		used: prometheus.NewDesc("blobnode_alloc_class_used_bytes", "Bytes in allocated pages of a class.", []string{"page_size"}, nil),
 	})
 
+	counter("blobnode_raft_log_appends_total", "Appends to the Raft log, one fsync each.", func() float64 { return float64(node.LogAppends()) })
 	r := node.Raft()
 	gauge("blobnode_raft_leader", "1 when this node is the Raft leader.", func() float64 {
 		if r.State() == raft.Leader {
