@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -314,6 +315,9 @@ func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
 		}
 		return Result{}, nil
 	case KindDelete:
+		if c.Key == "" {
+			return Result{Err: ErrInvalid}, nil
+		}
 		cur, ok, err := tx.GetBlob(c.Key)
 		if err != nil {
 			return Result{}, err
@@ -380,6 +384,12 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 	var rs []catalog.Reservation
 	var exts []catalog.Extent
 	var reserved int64
+	for i, id := range c.ReservationIDs {
+		if slices.Contains(c.ReservationIDs[:i], id) {
+			// The same pages twice in one blob: refuse before touching any.
+			return Result{Err: ErrInvalid}, nil
+		}
+	}
 	for _, id := range c.ReservationIDs {
 		r, ok, err := tx.GetReservation(id)
 		if err != nil {

@@ -9,11 +9,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	walmetrics "github.com/hashicorp/raft-wal/metrics"
 )
 
@@ -40,12 +43,16 @@ type NodeConfig struct {
 // Node owns the *raft.Raft driving one FSM, and the background work a leader
 // does for it. Stop it with Close.
 type Node struct {
-	raft  *raft.Raft
-	fsm   *FSM
-	logs  *wal.WAL
-	walm  *walmetrics.AtomicCollector
-	trans *raft.NetworkTransport
-	log   *slog.Logger
+	raft *raft.Raft
+	fsm  *FSM
+	logs *wal.WAL
+	meta *metadb.BoltMetaDB // raft-wal's WAL.Close leaves it open
+	walm *walmetrics.AtomicCollector
+	// readTerm is the term in which this node, as leader, has applied an
+	// entry of its own: only then is CommitIndex a valid read index.
+	readTerm atomic.Uint64
+	trans    *raft.NetworkTransport
+	log      *slog.Logger
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -82,13 +89,16 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftfsm: %w", err)
 	}
 	walm := walmetrics.NewAtomicCollector(wal.MetricDefinitions)
-	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger), wal.WithMetricsCollector(walm))
+	meta := &metadb.BoltMetaDB{}
+	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger), wal.WithMetricsCollector(walm), wal.WithMetaStore(meta))
 	if err != nil {
+		meta.Close()
 		return nil, fmt.Errorf("raftfsm: open log store: %w", err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, rc.Logger)
 	if err != nil {
 		store.Close()
+		meta.Close()
 		return nil, fmt.Errorf("raftfsm: open snapshot store: %w", err)
 	}
 	adv := cfg.Advertise
@@ -96,13 +106,18 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		adv = cfg.BindAddr
 	}
 	addr, err := net.ResolveTCPAddr("tcp", adv)
+	if err == nil && addr.Port == 0 {
+		err = errors.New("port 0 cannot be advertised to peers")
+	}
 	if err != nil {
 		store.Close()
+		meta.Close()
 		return nil, fmt.Errorf("raftfsm: advertise address %q: %w", adv, err)
 	}
 	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
 	if err != nil {
 		store.Close()
+		meta.Close()
 		return nil, fmt.Errorf("raftfsm: listen %s: %w", cfg.BindAddr, err)
 	}
 	if cfg.Bootstrap {
@@ -110,6 +125,7 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		if err != nil {
 			trans.Close()
 			store.Close()
+			meta.Close()
 			return nil, fmt.Errorf("raftfsm: %w", err)
 		}
 		if !has {
@@ -117,6 +133,7 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 			if err := raft.BootstrapCluster(rc, store, store, snaps, trans, conf); err != nil {
 				trans.Close()
 				store.Close()
+				meta.Close()
 				return nil, fmt.Errorf("raftfsm: bootstrap: %w", err)
 			}
 		}
@@ -125,9 +142,10 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if err != nil {
 		trans.Close()
 		store.Close()
+		meta.Close()
 		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
 	}
-	n := &Node{raft: r, fsm: fsm, logs: store, walm: walm, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
+	n := &Node{raft: r, fsm: fsm, logs: store, meta: meta, walm: walm, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return n, nil
@@ -217,13 +235,41 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 
 // ReadBarrier makes a following read linearizable: it confirms this node is
 // still the leader and waits until the FSM has applied everything committed
-// at that moment (the ReadIndex pattern).
+// at that moment (the ReadIndex pattern). A new leader's commit index is
+// only known once it has committed an entry of its own term, so the first
+// read of a term first commits a no-op.
 func (n *Node) ReadBarrier(ctx context.Context) error {
+	if term := n.currentTerm(); n.readTerm.Load() != term {
+		if _, err := n.Propose(ctx, &Command{Kind: KindNoop}); err != nil {
+			return err
+		}
+		n.readTerm.Store(term)
+	}
 	idx := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := n.waitFuture(ctx, n.raft.VerifyLeader()); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
 	return n.fsm.WaitApplied(ctx, idx)
+}
+
+func (n *Node) currentTerm() uint64 {
+	t, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
+	return t
+}
+
+// waitFuture waits for f without trusting it to ever answer: after
+// Shutdown hashicorp/raft may leave a VerifyLeader request unanswered.
+func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stop:
+		return raft.ErrRaftShutdown
+	}
 }
 
 // Snapshot asks Raft for a snapshot now (tests and operators).
@@ -237,7 +283,7 @@ func (n *Node) Close() error {
 		close(n.stop)
 		n.wg.Wait()
 		err = n.raft.Shutdown().Error()
-		err = errors.Join(err, n.trans.Close(), n.logs.Close())
+		err = errors.Join(err, n.trans.Close(), n.logs.Close(), n.meta.Close())
 	})
 	return err
 }

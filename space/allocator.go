@@ -488,6 +488,11 @@ func (a *Allocator) Submit() error {
 		return a.failed
 	}
 	a.sealLockedWith(a.vol.Journal().SubmitLazy)
+	if err := a.vol.Journal().Err(); err != nil {
+		// Nothing submitted from now on reaches the device.
+		a.failed = fmt.Errorf("%w: journal: %w", ErrFailed, err)
+		return a.failed
+	}
 	return nil
 }
 

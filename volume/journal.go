@@ -553,6 +553,10 @@ func (j *Journal) queuedBytes() int {
 	return n
 }
 
+// Err returns the journal's sticky failure: after a device error nothing
+// more is written and every later transaction fails; reopen the volume.
+func (j *Journal) Err() error { return j.failure() }
+
 func (j *Journal) failure() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
