@@ -84,6 +84,27 @@ const (
 // command. In the log that is a bug: the state machine stops loudly.
 var ErrBadCommand = errors.New("raftfsm: malformed command")
 
+// Validate checks the limits DecodeCommand enforces, so that nothing is
+// proposed that the state machine would refuse to decode (an entry that
+// does not decode stops every replica, at every replay).
+func (c *Command) Validate() error {
+	switch {
+	case len(c.Key) > maxKeyLen:
+		return fmt.Errorf("%w: key of %d bytes", ErrBadCommand, len(c.Key))
+	case len(c.ContentType) > maxContentType:
+		return fmt.Errorf("%w: content type of %d bytes", ErrBadCommand, len(c.ContentType))
+	case len(c.Checksums) > maxChecksums:
+		return fmt.Errorf("%w: %d checksums, at most %d", ErrBadCommand, len(c.Checksums), maxChecksums)
+	case len(c.ReservationIDs) > maxReservations:
+		return fmt.Errorf("%w: %d reservations, at most %d", ErrBadCommand, len(c.ReservationIDs), maxReservations)
+	case len(c.Geometry) > maxGeometryLen:
+		return fmt.Errorf("%w: geometry of %d bytes", ErrBadCommand, len(c.Geometry))
+	case c.Size < 0 || c.ChunkSize < 0:
+		return fmt.Errorf("%w: negative size", ErrBadCommand)
+	}
+	return nil
+}
+
 // Encode returns the command's frozen encoding: a format byte, the kind,
 // then the kind's fields as varints and length-prefixed strings.
 func (c *Command) Encode() []byte {

@@ -390,18 +390,23 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 			return Result{Err: ErrInvalid}, nil
 		}
 	}
+	missing := false
 	for _, id := range c.ReservationIDs {
 		r, ok, err := tx.GetReservation(id)
 		if err != nil {
 			return Result{}, err
 		}
 		if !ok {
-			// Release the others too: the upload cannot complete.
-			return Result{Err: ErrNoReservation}, f.release(tx, rs...)
+			missing = true
+			continue
 		}
 		rs = append(rs, r)
 		exts = append(exts, r.Extents...)
 		reserved += r.Size
+	}
+	if missing {
+		// The upload cannot complete: release every one that is left.
+		return Result{Err: ErrNoReservation}, f.release(tx, rs...)
 	}
 	chunks := int64(0)
 	if c.ChunkSize > 0 {

@@ -216,6 +216,9 @@ func (n *Node) Propose(ctx context.Context, c *Command) (Result, error) {
 }
 
 func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (Result, error) {
+	if err := c.Validate(); err != nil {
+		return Result{}, err
+	}
 	if n.raft.State() != raft.Leader {
 		return Result{}, ErrNotLeader
 	}

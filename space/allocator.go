@@ -488,6 +488,16 @@ func (a *Allocator) Submit() error {
 		return a.failed
 	}
 	a.sealLockedWith(a.vol.Journal().SubmitLazy)
+	if a.last != nil {
+		select {
+		case <-a.last.Done(): // refused at once (e.g. too large for the log)
+			if err := a.last.Wait(context.Background()); err != nil {
+				a.failed = fmt.Errorf("%w: journal: %w", ErrFailed, err)
+				return a.failed
+			}
+		default:
+		}
+	}
 	if err := a.vol.Journal().Err(); err != nil {
 		// Nothing submitted from now on reaches the device.
 		a.failed = fmt.Errorf("%w: journal: %w", ErrFailed, err)

@@ -162,8 +162,9 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 		}
 		n, rerr := readChunk(req.Body, buf[:want])
 		if n > 0 {
-			if req.Size < 0 && written+int64(n) > u.ext.size {
-				// Unknown length: reserve the next lpage as the data arrives.
+			for req.Size < 0 && written+int64(n) > u.ext.size {
+				// Unknown length: reserve lpages as the data arrives (a
+				// chunk may need several when lpages are small).
 				if err := u.reserve(ctx, s.lpage); err != nil {
 					return BlobInfo{}, err
 				}

@@ -219,6 +219,10 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, raftfsm.ErrNoSpace):
 		return ErrNoSpace
+	case errors.Is(err, raftfsm.ErrBadCommand):
+		// Only sizes can break a command's limits here: too many chunks
+		// or reservations for one blob.
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	case errors.Is(err, raftfsm.ErrPreconditionFailed):
 		return ErrPreconditionFailed
 	case errors.Is(err, raftfsm.ErrNotFound):

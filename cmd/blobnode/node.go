@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 
 	"github.com/blobnode/blobnode/api"
 	"github.com/blobnode/blobnode/catalog"
@@ -29,6 +30,8 @@ const (
 	volumeFile  = "volume.blob"
 	catalogFile = "catalog.db"
 	raftDir     = "raft"
+	// lockFile is held (flock) by the one process using the directory.
+	lockFile = "LOCK"
 	// cleanFile exists only while the node is stopped after a clean
 	// shutdown: the catalog and allocator were synced and can be trusted
 	// as they are. It is removed at start, before anything changes.
@@ -37,6 +40,7 @@ const (
 
 // storage is a node's opened local state.
 type storage struct {
+	lock    *os.File // flock on lockFile: one process per data directory
 	vol     *volume.Volume
 	alloc   *space.Allocator
 	cat     *catalog.DB
@@ -54,7 +58,28 @@ func (s *storage) close() error {
 	if s.vol != nil {
 		errs = append(errs, s.vol.Close())
 	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close()) // releases the flock
+	}
 	return errors.Join(errs...)
+}
+
+// lockDir takes the data directory's lock, failing at once if another
+// process holds it: two processes on one directory would each rewrite the
+// other's state.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is in use by another blobnode process", dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // openStorage opens (or, on first start, formats) the volume, the allocator
@@ -69,8 +94,13 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 	path := filepath.Join(cfg.dataDir, volumeFile)
 	st := &storage{}
 	var err error
+	if st.lock, err = lockDir(cfg.dataDir); err != nil {
+		return nil, err
+	}
+	formatted := false
 	_, statErr := os.Stat(path)
 	if cfg.readOnly && statErr != nil {
+		st.close()
 		return nil, fmt.Errorf("no volume in %s: %w", cfg.dataDir, statErr)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
@@ -78,20 +108,25 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		log.Info("formatting a new volume", "path", path, "geometry", g.String())
 		dev, err := volume.CreateFileDevice(path, cfg.volumeSize)
 		if err != nil {
+			st.close()
 			return nil, err
 		}
 		if st.vol, err = space.FormatVolume(wrap(dev), volume.FormatOptions{Geometry: g}); err != nil {
 			dev.Close()
 			os.Remove(path) // a half-formatted volume would be refused next time
+			st.close()
 			return nil, fmt.Errorf("format %s: %w", path, err)
 		}
+		formatted = true
 	} else {
 		dev, err := volume.OpenFileDevice(path)
 		if err != nil {
+			st.close()
 			return nil, err
 		}
 		if st.vol, err = volume.Open(wrap(dev), nil); err != nil {
 			dev.Close()
+			st.close()
 			return nil, fmt.Errorf("open %s: %w", path, err)
 		}
 		if g := st.vol.Superblock().Geometry; g.VolumeSize != cfg.volumeSize {
@@ -99,13 +134,14 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		}
 	}
 	catPath := filepath.Join(cfg.dataDir, catalogFile)
-	_, catErr := os.Stat(catPath)
 	_, cleanErr := os.Stat(filepath.Join(cfg.dataDir, cleanFile))
-	if catErr == nil && cleanErr != nil && !cfg.readOnly {
+	if !formatted && cleanErr != nil && !cfg.readOnly {
 		// The catalog runs without fsync (the Raft log is the durable
 		// record), so after a crash it is rebuilt from snapshot and log.
+		// Decided by the marker alone: a start that crashed after setting
+		// the catalog aside left none, and is just as unclean.
 		log.Warn("the last stop was not clean: rebuilding the catalog and allocator from the Raft snapshot and log")
-		if err := os.Rename(catPath, catPath+".unclean"); err != nil {
+		if err := os.Rename(catPath, catPath+".unclean"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			st.close()
 			return nil, err
 		}
