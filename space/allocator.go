@@ -523,13 +523,6 @@ func (a *Allocator) sealLockedWith(submit func(*volume.Txn) *volume.Commit) {
 	a.last = submit(&a.txn)
 }
 
-// Pending reports whether there are changes not yet submitted by Commit.
-func (a *Allocator) Pending() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.dirty) > 0
-}
-
 // FormatVolume formats dev as a volume sized for the allocator, writes an
 // empty allocator into it and returns the opened volume, which the caller
 // owns. opts.StateSize is computed here.

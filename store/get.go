@@ -2,9 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"github.com/blobnode/blobnode/catalog"
 	"github.com/blobnode/blobnode/raftfsm"
@@ -53,32 +53,44 @@ func (o *object) Close() error   { return nil }
 // WriteRange reads whole chunks, verifies each against its checksum, and
 // writes only verified bytes.
 func (o *object) WriteRange(ctx context.Context, w io.Writer, off, n int64) error {
-	if off < 0 || n < 0 || off+n > o.b.Size {
-		return fmt.Errorf("store: range %d+%d outside a blob of %d bytes", off, n, o.b.Size)
+	bufp := o.s.bufs.Get().(*[]byte)
+	defer o.s.bufs.Put(bufp)
+	err := copyVerified(ctx, o.s.vol, o.b, &o.ext, *bufp, w, off, n)
+	if errors.Is(err, ErrCorruptData) {
+		o.s.log.Error("chunk failed verification", "err", err)
+	}
+	return err
+}
+
+// copyVerified writes bytes [off, off+n) of blob b (laid out on ext) to w,
+// reading whole chunks into buf and checking each against its checksum
+// before any of its bytes are written.
+func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *extents, buf []byte, w io.Writer, off, n int64) error {
+	if off < 0 || n < 0 || off+n > b.Size {
+		return fmt.Errorf("store: range %d+%d outside a blob of %d bytes", off, n, b.Size)
 	}
 	if n == 0 {
 		return nil
 	}
-	bufp := o.s.bufs.Get().(*[]byte)
-	defer o.s.bufs.Put(bufp)
-	buf := *bufp
-	cs := o.b.ChunkSize
+	cs := b.ChunkSize
+	if int64(len(buf)) < cs {
+		buf = make([]byte, cs)
+	}
 	for c := off / cs; c*cs < off+n; c++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		start := c * cs
-		size := min(cs, o.b.Size-start)
+		size := min(cs, b.Size-start)
 		chunk := buf[:size]
-		if err := o.ext.each(start, size, func(dev int64, from, to int) error {
-			_, err := o.s.vol.ReadAt(chunk[from:to], dev)
+		if err := ext.each(start, size, func(dev int64, from, to int) error {
+			_, err := vol.ReadAt(chunk[from:to], dev)
 			return err
 		}); err != nil {
-			return fmt.Errorf("store: read %q chunk %d: %w", o.b.Key, c, err)
+			return fmt.Errorf("store: read %q chunk %d: %w", b.Key, c, err)
 		}
-		if got := chunkChecksum(o.b.ReservationID, c, chunk); got != o.b.Checksums[c] {
-			o.s.log.Error("chunk failed verification", "key", o.b.Key, "version", o.b.Version, "chunk", c, "want", o.b.Checksums[c], "got", got)
-			return fmt.Errorf("%w: %q version %d chunk %d", ErrCorruptData, o.b.Key, o.b.Version, c)
+		if got := chunkChecksum(b.ReservationID, c, chunk); got != b.Checksums[c] {
+			return fmt.Errorf("%w: %q version %d chunk %d: checksum %08x, want %08x", ErrCorruptData, b.Key, b.Version, c, got, b.Checksums[c])
 		}
 		from := max(off, start) - start
 		to := min(off+n, start+size) - start
@@ -130,9 +142,7 @@ func (s *Store) List(ctx context.Context, req ListRequest) (ListPage, error) {
 
 // Verify reads every chunk of b and checks it (for fsck and the scrubber).
 func Verify(vol *volume.Volume, b catalog.Blob) error {
-	s := &Store{vol: vol, log: slog.New(slog.DiscardHandler)}
-	s.bufs.New = func() any { buf := make([]byte, ChunkSize); return &buf }
-	o := &object{s: s, b: b}
-	o.ext.add(b.Extents...)
-	return o.WriteRange(context.Background(), io.Discard, 0, b.Size)
+	var ext extents
+	ext.add(b.Extents...)
+	return copyVerified(context.Background(), vol, b, &ext, make([]byte, ChunkSize), io.Discard, 0, b.Size)
 }

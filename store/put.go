@@ -119,13 +119,6 @@ func (u *upload) writeAt(p []byte, off int64) error {
 	})
 }
 
-func (u *upload) readAt(p []byte, off int64) error {
-	return u.ext.each(off, int64(len(p)), func(dev int64, from, to int) error {
-		_, err := u.s.vol.ReadAt(p[from:to], dev)
-		return err
-	})
-}
-
 // Put stores a blob: reserve, stream, sync, commit. Nothing is visible
 // until the commit, and a failure at any step aborts the reservations.
 func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {

@@ -135,6 +135,7 @@ type Journal struct {
 
 	mu      sync.Mutex // guards queue, urgent, closing, failed
 	queue   []job
+	queued  int   // encoded bytes of the transactions in queue
 	urgent  bool  // a lazy job in the queue is waited for
 	closing bool  // Close began: Submit refuses
 	failed  error // sticky: the first device error; nothing is written after it
@@ -401,6 +402,7 @@ func (j *Journal) enqueue(jb job) error {
 		return fmt.Errorf("volume: journal failed earlier: %w", err)
 	}
 	j.queue = append(j.queue, jb)
+	j.queued += len(jb.entries)
 	if !jb.lazy {
 		j.urgent = true
 	}
@@ -489,7 +491,7 @@ func (j *Journal) take() ([]job, bool) {
 	for {
 		j.mu.Lock()
 		q := j.queue
-		ready := len(q) > 0 && (j.urgent || j.closing || j.queuedBytes() >= lazyBytes)
+		ready := len(q) > 0 && (j.urgent || j.closing || j.queued >= lazyBytes)
 		if len(q) > 0 && !ready && timer == nil {
 			timer = time.NewTimer(lazyDelay)
 		}
@@ -515,6 +517,9 @@ func (j *Journal) take() ([]job, bool) {
 				n++
 			}
 			batch := q[:n:n]
+			for _, jb := range batch {
+				j.queued -= len(jb.entries)
+			}
 			if n == len(q) {
 				j.queue = nil
 				j.urgent = false
@@ -542,15 +547,6 @@ func (j *Journal) take() ([]job, bool) {
 			j.mu.Unlock()
 		}
 	}
-}
-
-// queuedBytes is the encoded size of the queue. REQUIRES: j.mu held.
-func (j *Journal) queuedBytes() int {
-	n := 0
-	for _, jb := range j.queue {
-		n += len(jb.entries)
-	}
-	return n
 }
 
 // Err returns the journal's sticky failure: after a device error nothing
