@@ -34,7 +34,16 @@ const (
 	// ReservationIDs (a coordinator's pool for small uploads), stopping at
 	// the first that does not fit.
 	KindReserveBatch Kind = 8
+	// KindCommitInline stores a small blob whose bytes travel in the entry
+	// itself: it allocates, maps the key and writes Data to the extents in
+	// one step, so the blob is durable once the entry is, with no separate
+	// data sync and no reservation. The fields are a Commit's without
+	// ReservationIDs; Size == len(Data) <= MaxInlineSize.
+	KindCommitInline Kind = 9
 )
+
+// MaxInlineSize bounds the Data of a KindCommitInline entry.
+const MaxInlineSize = 64 << 10
 
 // Command is one Raft log entry's payload. Which fields matter depends on
 // Kind; the others are zero and not encoded.
@@ -67,6 +76,8 @@ type Command struct {
 	Now int64 // Expire
 
 	Geometry string // Init: volume.Geometry.String()
+
+	Data []byte // CommitInline: the blob's bytes
 }
 
 // Limits on decoded commands, so a hostile or corrupt entry cannot make the
@@ -101,6 +112,8 @@ func (c *Command) Validate() error {
 		return fmt.Errorf("%w: geometry of %d bytes", ErrBadCommand, len(c.Geometry))
 	case c.Size < 0 || c.ChunkSize < 0:
 		return fmt.Errorf("%w: negative size", ErrBadCommand)
+	case len(c.Data) > MaxInlineSize:
+		return fmt.Errorf("%w: %d inline bytes, at most %d", ErrBadCommand, len(c.Data), MaxInlineSize)
 	}
 	return nil
 }
@@ -108,7 +121,7 @@ func (c *Command) Validate() error {
 // Encode returns the command's frozen encoding: a format byte, the kind,
 // then the kind's fields as varints and length-prefixed strings.
 func (c *Command) Encode() []byte {
-	b := make([]byte, 0, 32+len(c.Key)+len(c.ContentType)+4*len(c.Checksums))
+	b := make([]byte, 0, 40+len(c.Key)+len(c.ContentType)+4*len(c.Checksums)+len(c.Data))
 	b = append(b, commandFormatV1, byte(c.Kind))
 	switch c.Kind {
 	case KindNoop:
@@ -120,18 +133,11 @@ func (c *Command) Encode() []byte {
 		b = binary.AppendVarint(b, c.Deadline)
 	case KindCommit:
 		b = appendIDs(b, c.ReservationIDs)
-		b = binary.AppendVarint(b, c.Size)
-		b = appendString(b, c.Key)
-		b = binary.AppendUvarint(b, c.Identity)
-		b = appendString(b, c.ContentType)
-		b = binary.AppendVarint(b, c.Created)
-		b = binary.AppendVarint(b, c.ChunkSize)
-		b = binary.AppendUvarint(b, c.IfMatch)
-		b = appendBool(b, c.IfNoneMatch)
-		b = binary.AppendUvarint(b, uint64(len(c.Checksums)))
-		for _, s := range c.Checksums {
-			b = binary.LittleEndian.AppendUint32(b, s)
-		}
+		b = c.appendBlobFields(b)
+	case KindCommitInline:
+		b = c.appendBlobFields(b)
+		b = binary.AppendUvarint(b, uint64(len(c.Data)))
+		b = append(b, c.Data...)
 	case KindAbort:
 		b = binary.AppendUvarint(b, c.ReservationID)
 	case KindReserveBatch:
@@ -143,6 +149,24 @@ func (c *Command) Encode() []byte {
 	case KindDelete:
 		b = appendString(b, c.Key)
 		b = binary.AppendUvarint(b, c.IfMatch)
+	}
+	return b
+}
+
+// appendBlobFields encodes the fields a Commit and a CommitInline share,
+// after a Commit's reservation ids.
+func (c *Command) appendBlobFields(b []byte) []byte {
+	b = binary.AppendVarint(b, c.Size)
+	b = appendString(b, c.Key)
+	b = binary.AppendUvarint(b, c.Identity)
+	b = appendString(b, c.ContentType)
+	b = binary.AppendVarint(b, c.Created)
+	b = binary.AppendVarint(b, c.ChunkSize)
+	b = binary.AppendUvarint(b, c.IfMatch)
+	b = appendBool(b, c.IfNoneMatch)
+	b = binary.AppendUvarint(b, uint64(len(c.Checksums)))
+	for _, s := range c.Checksums {
+		b = binary.LittleEndian.AppendUint32(b, s)
 	}
 	return b
 }
@@ -249,6 +273,28 @@ func (r *reader) bool(what string) bool {
 	return v
 }
 
+func (r *reader) blobFields(c *Command) {
+	c.Size = r.varint("size")
+	c.Key = r.string("key", maxKeyLen)
+	c.Identity = r.uvarint("identity")
+	c.ContentType = r.string("content type", maxContentType)
+	c.Created = r.varint("created")
+	c.ChunkSize = r.varint("chunk size")
+	c.IfMatch = r.uvarint("if-match")
+	c.IfNoneMatch = r.bool("if-none-match")
+	n := r.uvarint("checksum count")
+	if r.err == nil && (n > maxChecksums || n*4 > uint64(len(r.b))) {
+		r.fail("checksum count")
+	}
+	if r.err == nil {
+		c.Checksums = make([]uint32, n)
+		for i := range c.Checksums {
+			c.Checksums[i] = binary.LittleEndian.Uint32(r.b[4*i:])
+		}
+		r.b = r.b[4*n:]
+	}
+}
+
 // DecodeCommand parses an encoding made by Encode. It never panics; any
 // other input returns an error wrapping ErrBadCommand.
 func DecodeCommand(data []byte) (Command, error) {
@@ -270,24 +316,16 @@ func DecodeCommand(data []byte) (Command, error) {
 		c.Deadline = r.varint("deadline")
 	case KindCommit:
 		c.ReservationIDs = r.ids()
-		c.Size = r.varint("size")
-		c.Key = r.string("key", maxKeyLen)
-		c.Identity = r.uvarint("identity")
-		c.ContentType = r.string("content type", maxContentType)
-		c.Created = r.varint("created")
-		c.ChunkSize = r.varint("chunk size")
-		c.IfMatch = r.uvarint("if-match")
-		c.IfNoneMatch = r.bool("if-none-match")
-		n := r.uvarint("checksum count")
-		if r.err == nil && (n > maxChecksums || n*4 > uint64(len(r.b))) {
-			r.fail("checksum count")
+		r.blobFields(&c)
+	case KindCommitInline:
+		r.blobFields(&c)
+		n := r.uvarint("data length")
+		if r.err == nil && (n > MaxInlineSize || n > uint64(len(r.b))) {
+			r.fail("data length")
 		}
 		if r.err == nil {
-			c.Checksums = make([]uint32, n)
-			for i := range c.Checksums {
-				c.Checksums[i] = binary.LittleEndian.Uint32(r.b[4*i:])
-			}
-			r.b = r.b[4*n:]
+			c.Data = append([]byte(nil), r.b[:n]...)
+			r.b = r.b[n:]
 		}
 	case KindAbort:
 		c.ReservationID = r.uvarint("reservation id")

@@ -42,6 +42,16 @@ func sampleCommands() []Command {
 		{Kind: KindDelete, Key: "", IfMatch: 1 << 40},
 		{Kind: KindReserveBatch, ReservationIDs: []uint64{1, 2, math.MaxUint64}, Size: 4096, Deadline: 5},
 		{Kind: KindReserveBatch, Size: math.MaxInt64 / 2, Deadline: math.MinInt64},
+		{
+			Kind: KindCommitInline, Size: 3, Key: "small", Identity: 99, ContentType: "text/plain",
+			Created: 5, ChunkSize: 256 << 10, Checksums: []uint32{0xabcdef01}, IfNoneMatch: true,
+			Data: []byte("abc"),
+		},
+		{
+			Kind: KindCommitInline, Size: MaxInlineSize, Key: "k", ChunkSize: MaxInlineSize,
+			Checksums: []uint32{1}, IfMatch: 3, Data: bytes.Repeat([]byte{7}, MaxInlineSize),
+		},
+		{Kind: KindCommitInline, Key: "k", Checksums: []uint32{}},
 	}
 }
 
@@ -49,11 +59,14 @@ func sampleCommands() []Command {
 // can be compared with reflect.DeepEqual: Commit always has a non-nil
 // checksum slice.
 func normalise(c Command) Command {
-	if c.Kind == KindCommit && c.Checksums == nil {
+	if (c.Kind == KindCommit || c.Kind == KindCommitInline) && c.Checksums == nil {
 		c.Checksums = []uint32{}
 	}
 	if len(c.ReservationIDs) == 0 {
 		c.ReservationIDs = nil
+	}
+	if len(c.Data) == 0 {
+		c.Data = nil
 	}
 	return c
 }
@@ -117,7 +130,10 @@ func TestDecodeCommandMalformed(t *testing.T) {
 		{"format 0", []byte{0, byte(KindNoop)}},
 		{"format 2", []byte{2, byte(KindNoop)}},
 		{"kind 0", hdr(0)},
-		{"kind 9", hdr(9)},
+		{"kind 10", hdr(10)},
+		{"inline data over limit", cat(hdr(KindCommitInline), commitTail(), []byte{0}, uv(nil, MaxInlineSize+1), make([]byte, MaxInlineSize+1))},
+		{"inline data past end", cat(hdr(KindCommitInline), commitTail(), []byte{0}, uv(nil, 4), []byte("abc"))},
+		{"inline data missing", cat(hdr(KindCommitInline), commitTail(), []byte{0})},
 		{"kind 255", hdr(255)},
 		{"noop trailing byte", append(hdr(KindNoop), 0)},
 		{"reserve trailing byte", append((&Command{Kind: KindReserve, ReservationID: 1, Size: 1}).Encode(), 0)},

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 
@@ -61,6 +62,18 @@ type Allocator interface {
 	SpageSize() int64
 }
 
+// BlobData is the heap the state machine writes the bytes of small blobs
+// to (KindCommitInline); *volume.Volume implements it.
+type BlobData interface {
+	WriteAt(p []byte, off int64) (int, error)
+	// SyncData makes earlier writes durable and records the mark source's
+	// value, read before the sync, as durable with them.
+	SyncData(ctx context.Context) error
+	SetDataMarkSource(func() uint64)
+	// DataMark is the mark that was durable when the heap was opened.
+	DataMark() uint64
+}
+
 // FSM is blobnode's Raft state machine: the catalog plus the allocator.
 //
 // Apply is deterministic: a command's effect depends only on the command,
@@ -85,6 +98,18 @@ type FSM struct {
 	alloc    Allocator
 	geometry string // this node's volume geometry
 	log      *slog.Logger
+
+	// data receives inline blobs. Its durable mark is the index of the
+	// last inline entry whose bytes are known durable on the heap: replay
+	// does not write those again. That matters, not just saves work: the
+	// pages of an old inline blob may since hold a newer blob whose bytes
+	// came over HTTP and are in no log entry. Such a blob's upload synced
+	// the heap before its Commit, and that sync recorded a mark at least
+	// as high as every inline entry applied before its reservation; so
+	// replay rewrites only inline blobs newer than any such overwrite.
+	data       BlobData
+	openMark   uint64        // data's mark at attach
+	lastInline atomic.Uint64 // index of the last inline entry written
 
 	mu      sync.Mutex // guards applied, fatal; cond signals applied changes
 	cond    *sync.Cond
@@ -136,6 +161,16 @@ func (f *FSM) rebuildAllocator(ctx context.Context, idx uint64) error {
 		return fmt.Errorf("raftfsm: rebuild allocator: %w", err)
 	}
 	return nil
+}
+
+// AttachData gives the state machine the heap for inline blobs. Call it
+// once, before Raft starts applying entries; without it an inline entry
+// stops the state machine.
+func (f *FSM) AttachData(d BlobData) {
+	f.data = d
+	f.openMark = d.DataMark()
+	f.lastInline.Store(f.openMark)
+	d.SetDataMarkSource(f.lastInline.Load)
 }
 
 // OwnedExtents lists every extent the catalog says is in use: blobs and
@@ -297,6 +332,8 @@ func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
 		return res, nil
 	case KindCommit:
 		return f.applyCommit(tx, index, c)
+	case KindCommitInline:
+		return f.applyCommitInline(tx, index, c)
 	case KindAbort:
 		r, ok, err := tx.GetReservation(c.ReservationID)
 		if err != nil || !ok {
@@ -419,9 +456,65 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	if (c.IfNoneMatch && exists) || (c.IfMatch != 0 && (!exists || cur.Version != c.IfMatch)) {
+	if preconditionFails(c, cur, exists) {
 		return Result{Err: ErrPreconditionFailed}, f.release(tx, rs...)
 	}
+	chunkSize := c.ChunkSize
+	if len(rs) == 0 {
+		chunkSize = 0
+	}
+	res, err := f.mapKey(tx, index, c, exts, chunkSize, cur, exists)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, r := range rs {
+		if err := tx.DeleteReservation(r.ID); err != nil {
+			return Result{}, err
+		}
+	}
+	return res, nil
+}
+
+// applyCommitInline stores a blob carried in the entry: the same checks as
+// a Commit, then allocation, the data write and the mapping.
+func (f *FSM) applyCommitInline(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
+	if c.Key == "" || c.Size <= 0 || int64(len(c.Data)) != c.Size || c.ChunkSize < c.Size || len(c.Checksums) != 1 {
+		return Result{Err: ErrInvalid}, nil
+	}
+	cur, exists, err := tx.GetBlob(c.Key)
+	if err != nil {
+		return Result{}, err
+	}
+	if preconditionFails(c, cur, exists) {
+		return Result{Err: ErrPreconditionFailed}, nil
+	}
+	got, err := f.alloc.Allocate(c.Size)
+	if errors.Is(err, space.ErrNoSpace) {
+		return Result{Err: ErrNoSpace}, nil
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	exts := make([]catalog.Extent, len(got))
+	for i, e := range got {
+		exts[i] = catalog.Extent(e)
+	}
+	if index > f.openMark {
+		if err := f.writeInline(exts, c.Data); err != nil {
+			return Result{}, err
+		}
+		f.lastInline.Store(index)
+	}
+	return f.mapKey(tx, index, c, exts, c.ChunkSize, cur, exists)
+}
+
+func preconditionFails(c *Command, cur catalog.Blob, exists bool) bool {
+	return (c.IfNoneMatch && exists) || (c.IfMatch != 0 && (!exists || cur.Version != c.IfMatch))
+}
+
+// mapKey points c.Key at exts as version index, freeing the extents of
+// the version it replaces (cur, if exists).
+func (f *FSM) mapKey(tx *catalog.Tx, index uint64, c *Command, exts []catalog.Extent, chunkSize int64, cur catalog.Blob, exists bool) (Result, error) {
 	res := Result{Version: index}
 	if exists {
 		if err := f.free(cur.Extents); err != nil {
@@ -431,21 +524,24 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 	}
 	b := catalog.Blob{
 		Key: c.Key, Version: index, Size: c.Size, Extents: exts,
-		ChunkSize: c.ChunkSize, Checksums: c.Checksums, ContentType: c.ContentType,
+		ChunkSize: chunkSize, Checksums: c.Checksums, ContentType: c.ContentType,
 		Created: c.Created, ReservationID: c.Identity,
 	}
-	if len(rs) == 0 {
-		b.ChunkSize = 0
+	return res, tx.PutBlob(b)
+}
+
+func (f *FSM) writeInline(exts []catalog.Extent, data []byte) error {
+	if f.data == nil {
+		return errors.New("inline blob, but no heap attached")
 	}
-	if err := tx.PutBlob(b); err != nil {
-		return Result{}, err
-	}
-	for _, r := range rs {
-		if err := tx.DeleteReservation(r.ID); err != nil {
-			return Result{}, err
+	for _, e := range exts {
+		n := min(int64(len(data)), e.Length)
+		if _, err := f.data.WriteAt(data[:n], e.Offset); err != nil {
+			return fmt.Errorf("write inline blob: %w", err)
 		}
+		data = data[n:]
 	}
-	return res, nil
+	return nil
 }
 
 // release frees reservations' extents and forgets them.
@@ -474,6 +570,11 @@ func (f *FSM) free(exts []catalog.Extent) error {
 
 // Sync makes the catalog and the allocator durable up to the applied index.
 func (f *FSM) Sync(ctx context.Context) error {
+	if f.data != nil {
+		if err := f.data.SyncData(ctx); err != nil {
+			return fmt.Errorf("raftfsm: sync inline blobs: %w", err)
+		}
+	}
 	if err := f.cat.Sync(); err != nil {
 		return fmt.Errorf("raftfsm: sync catalog: %w", err)
 	}

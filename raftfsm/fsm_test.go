@@ -171,6 +171,7 @@ func TestCrashBetweenCatalogAndAllocator(t *testing.T) {
 	seed := testSeed(t)
 	const k, m = 250, 450
 	w := newWorkload(seed)
+	w.noInline = true // the faults are for the journal's writes and syncs
 	logs := w.logs(m)
 	ref := newStack(t, memDev, seed)
 	refRes := applyLogs(t, ref.fsm, logs, rand.New(rand.NewPCG(seed, 1)), 16)

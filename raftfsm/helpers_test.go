@@ -138,6 +138,7 @@ func (s *stack) open() {
 	if err != nil {
 		t.Fatalf("raftfsm.Open: %v", err)
 	}
+	f.AttachData(s.vol)
 	s.fsm = f
 }
 
@@ -355,6 +356,9 @@ type workload struct {
 	keys    []string // key space, small so keys are replaced and deleted
 	commits map[string][]uint64
 	now     int64 // logical clock, unix ns
+	// noInline replaces CommitInline entries by Commits, for tests whose
+	// device faults must hit the allocator's journal, not a blob's bytes.
+	noInline bool
 }
 
 type resv struct {
@@ -393,7 +397,7 @@ func (w *workload) logs(n int) []*raft.Log {
 			l.Data = []byte("not a command")
 		default:
 			c := w.command()
-			if c.Kind == KindCommit {
+			if c.Kind == KindCommit || c.Kind == KindCommitInline {
 				w.commits[c.Key] = append(w.commits[c.Key], w.index)
 			}
 			l.Data = c.Encode()
@@ -451,8 +455,12 @@ func (w *workload) command() Command {
 			w.nextID++
 		}
 		return c
-	case p < 64:
+	case p < 58:
 		return w.commit()
+	case p < 64 && w.noInline:
+		return w.commit()
+	case p < 64:
+		return w.inline()
 	case p < 72:
 		c := Command{Kind: KindAbort, ReservationID: 1 + r.Uint64N(w.nextID)}
 		if len(w.pending) > 0 && r.IntN(4) > 0 {
@@ -501,6 +509,25 @@ func (w *workload) commit() Command {
 		for i := range c.Checksums {
 			c.Checksums[i] = r.Uint32()
 		}
+	}
+	return c
+}
+
+// inline returns a CommitInline of random bytes under a random key; a few
+// are deliberately refused (size not matching the data, a failed
+// precondition).
+func (w *workload) inline() Command {
+	r := w.r
+	k := w.key()
+	size := logUniform(r, 1, MaxInlineSize)
+	c := Command{Kind: KindCommitInline, Key: k, Identity: r.Uint64(), ContentType: "application/x-small",
+		Created: w.now, IfMatch: w.ifMatch(k), IfNoneMatch: r.IntN(100) < 8,
+		Size: size, ChunkSize: testChunk, Checksums: []uint32{r.Uint32()}, Data: make([]byte, size)}
+	for i := range c.Data {
+		c.Data[i] = byte(r.Uint32())
+	}
+	if r.IntN(100) < 4 {
+		c.Size++ // does not match the data
 	}
 	return c
 }

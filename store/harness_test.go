@@ -59,6 +59,7 @@ func newReviewStack(t testing.TB, g volume.Geometry, cfg Config) *reviewStack {
 	if err != nil {
 		t.Fatalf("raftfsm.Open: %v", err)
 	}
+	fsm.AttachData(vol)
 	node, err := raftfsm.StartNode(raftfsm.NodeConfig{ID: "n1", Dir: filepath.Join(dir, "raft"), BindAddr: reviewFreeAddr(t), Bootstrap: true, Logger: log}, fsm)
 	if err != nil {
 		t.Fatalf("StartNode: %v", err)

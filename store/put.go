@@ -122,6 +122,9 @@ func (u *upload) writeAt(p []byte, off int64) error {
 // Put stores a blob: reserve, stream, sync, commit. Nothing is visible
 // until the commit, and a failure at any step aborts the reservations.
 func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
+	if req.Size > 0 && req.Size <= s.cfg.InlineMax {
+		return s.putInline(ctx, req)
+	}
 	u := &upload{s: s}
 	info, err := s.put(ctx, u, req)
 	if err != nil && len(u.ids) > 0 {
@@ -221,10 +224,65 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 		return BlobInfo{}, mapErr(err)
 	}
 	u.ids = nil
+	return committed(c, res), nil
+}
+
+func committed(c *raftfsm.Command, res raftfsm.Result) BlobInfo {
 	return BlobInfo{
-		Key: req.Key, Size: written, Version: res.Version, ETag: ETag(res.Version),
-		ContentType: req.ContentType, Created: time.Unix(0, c.Created).UTC(),
-	}, nil
+		Key: c.Key, Size: c.Size, Version: res.Version, ETag: ETag(res.Version),
+		ContentType: c.ContentType, Created: time.Unix(0, c.Created).UTC(),
+	}
+}
+
+// putInline stores a small blob of known size in one Raft entry that
+// carries its bytes: the state machine allocates, writes and maps it on
+// every replica, and the entry's durability is the blob's. Nothing is
+// reserved beforehand, so a failed upload leaves nothing to abort.
+func (s *Store) putInline(ctx context.Context, req PutRequest) (BlobInfo, error) {
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	data := (*bufp)[:req.Size]
+	n, err := readChunk(req.Body, data)
+	if err == io.EOF && n == len(data) {
+		err = nil // the body ended exactly at its declared size
+	}
+	switch {
+	case err == io.EOF:
+		return BlobInfo{}, fmt.Errorf("%w: %d of %d bytes", ErrIncompleteBody, n, req.Size)
+	case errors.Is(err, ErrTooLarge):
+		return BlobInfo{}, err
+	case err != nil:
+		return BlobInfo{}, fmt.Errorf("%w: %w", ErrIncompleteBody, err)
+	}
+	if whole := crc32.Checksum(data, castagnoli); req.CRC32C != nil && *req.CRC32C != whole {
+		return BlobInfo{}, fmt.Errorf("%w: crc32c %08x, body %08x", ErrBadDigest, *req.CRC32C, whole)
+	}
+	identity := newReservationID()
+	c := &raftfsm.Command{
+		Kind: raftfsm.KindCommitInline, Size: req.Size, Key: req.Key,
+		ContentType: req.ContentType, Created: s.cfg.Now().UnixNano(),
+		ChunkSize: ChunkSize, Checksums: []uint32{chunkChecksum(identity, 0, data)}, Identity: identity,
+		IfMatch: parseETag(req.Cond.IfMatch), IfNoneMatch: req.Cond.IfNoneMatchAny, Data: data,
+	}
+	if req.Cond.IfMatch != "" && c.IfMatch == 0 {
+		return BlobInfo{}, ErrPreconditionFailed
+	}
+	start := time.Now()
+	res, err := s.raft.Propose(ctx, c)
+	if err == nil {
+		err = res.Err
+	}
+	if errors.Is(err, raftfsm.ErrNoSpace) && s.pool.drain(ctx, false) > 0 {
+		res, err = s.raft.Propose(ctx, c) // the pool held the space
+		if err == nil {
+			err = res.Err
+		}
+	}
+	s.cfg.ObserveStage("commit", time.Since(start))
+	if err != nil {
+		return BlobInfo{}, mapErr(err)
+	}
+	return committed(c, res), nil
 }
 
 // trimTail replaces the upload's last, partly filled lpage by a reservation

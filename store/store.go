@@ -59,6 +59,11 @@ type Config struct {
 	// Now is the clock used for proposals (Created, deadlines); default
 	// time.Now. Never read inside the state machine.
 	Now func() time.Time
+	// InlineMax is the largest blob of known size whose bytes travel in
+	// its Raft entry (one durable write per PUT instead of a data sync
+	// then a commit). 0: raftfsm.MaxInlineSize; negative: never inline.
+	// Larger values are capped at raftfsm.MaxInlineSize.
+	InlineMax int64
 }
 
 // Store implements the blob operations of one node. Close stops its reaper.
@@ -92,6 +97,9 @@ func New(p Proposer, fsm *raftfsm.FSM, vol *volume.Volume, cfg Config) *Store {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.InlineMax == 0 || cfg.InlineMax > raftfsm.MaxInlineSize {
+		cfg.InlineMax = raftfsm.MaxInlineSize
 	}
 	if cfg.ObserveStage == nil {
 		cfg.ObserveStage = func(string, time.Duration) {}

@@ -161,6 +161,8 @@ func Open(dev Device, expect *Geometry) (*Volume, error) {
 		stateEnd: sb.Layout.StateOffset + sb.Layout.StateSize,
 	}
 	v.ds.init(dev)
+	v.ds.openMark, v.ds.markNext = readMark(b)
+	v.ds.markWritten = v.ds.openMark
 	return v, nil
 }
 
@@ -340,6 +342,12 @@ type dataSync struct {
 	waiting   int           // callers blocked on wake, for tests
 
 	calls, syncs atomic.Uint64
+
+	markSrc  func() uint64 // guarded by mu; see SetDataMarkSource
+	openMark uint64        // durable at Open
+	// Touched only by the one running sync leader.
+	markWritten uint64
+	markNext    int64 // slot offset to write next
 }
 
 func (s *dataSync) init(dev Device) {
@@ -360,8 +368,9 @@ func (s *dataSync) sync(ctx context.Context) error {
 			s.running = true
 			s.started++
 			n := s.started
+			src := s.markSrc
 			s.mu.Unlock()
-			err := s.dev.Sync()
+			err := s.syncMarked(src)
 			s.syncs.Add(1)
 			s.mu.Lock()
 			s.running = false

@@ -205,6 +205,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	if err != nil {
 		return err
 	}
+	fsm.AttachData(st.vol)
 	node, err := raftfsm.StartNode(raftfsm.NodeConfig{
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
 		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,

@@ -1,0 +1,96 @@
+package volume
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// The data mark is a counter the volume's user attaches to data syncs
+// (blobnode: the Raft index of the last blob the state machine wrote from
+// the log). Its invariant: every heap write the user issued before the
+// counter reached m is durable once the volume reports m durable. It lives in two ping-pong slots inside the
+// superblock's 4 KiB, past the superblock itself, so that a torn write of
+// one slot leaves the other, and the superblock's own bytes, intact. A
+// volume formatted before the mark existed reads as mark 0 (nothing
+// known), which is always safe.
+const (
+	markSlot0   = 1024
+	markSlot1   = 1536
+	markMagic   = "BNDMARK1"
+	markEncoded = 8 + 8 + 4 // magic, mark, CRC32C of the first 16 bytes
+)
+
+func encodeMark(m uint64) []byte {
+	b := make([]byte, markEncoded)
+	copy(b, markMagic)
+	binary.LittleEndian.PutUint64(b[8:], m)
+	binary.LittleEndian.PutUint32(b[16:], crc32c(b[:16]))
+	return b
+}
+
+// decodeMark returns the slot's mark, or ok=false for anything that is not
+// an intact slot (never written, torn, or garbage).
+func decodeMark(b []byte) (m uint64, ok bool) {
+	if len(b) < markEncoded || string(b[:8]) != markMagic ||
+		binary.LittleEndian.Uint32(b[16:]) != crc32c(b[:16]) {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(b[8:]), true
+}
+
+// readMark returns the larger intact slot's mark and the slot to write
+// next (the other one).
+func readMark(superblock []byte) (mark uint64, next int64) {
+	m0, ok0 := decodeMark(superblock[markSlot0:])
+	m1, ok1 := decodeMark(superblock[markSlot1:])
+	switch {
+	case ok0 && (!ok1 || m0 >= m1):
+		return m0, markSlot1
+	case ok1:
+		return m1, markSlot0
+	}
+	return 0, markSlot0
+}
+
+// DataMark returns the data mark that was durable when the volume was
+// opened (0 if none was ever recorded).
+func (v *Volume) DataMark() uint64 { return v.ds.openMark }
+
+// SetDataMarkSource makes every later data sync record src's value, read
+// just before the sync starts, as the durable data mark (when it grew).
+// The caller guarantees that every heap write it tagged with a value <= m
+// had returned before src could return m. Call it once, before syncing.
+func (v *Volume) SetDataMarkSource(src func() uint64) {
+	v.ds.mu.Lock()
+	defer v.ds.mu.Unlock()
+	v.ds.markSrc = src
+}
+
+// syncMarked syncs the device and, if the source's mark grew, records it.
+// The mark is read before the first Sync, so the writes it vouches for
+// had returned, and written only after that Sync succeeded, then synced
+// itself: a device may persist unsynced writes in any order, so a mark
+// written beside its data could survive a crash that loses the data. The
+// second Sync is paid only when the mark moved. Only the sync leader calls
+// it, one at a time.
+func (s *dataSync) syncMarked(src func() uint64) error {
+	var m uint64
+	if src != nil {
+		m = src()
+	}
+	if err := s.dev.Sync(); err != nil {
+		return err
+	}
+	if m <= s.markWritten {
+		return nil
+	}
+	if _, err := s.dev.WriteAt(encodeMark(m), s.markNext); err != nil {
+		return fmt.Errorf("write data mark: %w", err)
+	}
+	if err := s.dev.Sync(); err != nil {
+		return err
+	}
+	s.markWritten = m
+	s.markNext = markSlot0 + markSlot1 - s.markNext
+	return nil
+}
