@@ -174,6 +174,13 @@ func (s *server) putBlob(w http.ResponseWriter, r *http.Request) {
 	if contentType == "" {
 		contentType = defaultMediaType
 	}
+	if !s.uploads.tryAcquire() {
+		// Refused before a byte of the body is read; the response closes
+		// the connection rather than drain the body (see statusRecorder).
+		s.writeError(w, r, errTooManyUploads)
+		return
+	}
+	defer s.uploads.release()
 	body := &uploadBody{r: r.Body, remaining: s.maxSize, max: s.maxSize}
 	info, err := s.blobs.Put(r.Context(), store.PutRequest{
 		Key:         key,
