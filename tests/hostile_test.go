@@ -77,11 +77,11 @@ func req(line string, headers ...string) string {
 func TestHostileRequests(t *testing.T) {
 	n := newNode(t, "-max-blob-size", "1MiB")
 	originals := map[string][]byte{
-		"a":           payload(1, 100),
-		"b":           payload(2, 5000),
-		"dir/b":       payload(3, 300<<10),
-		"dir/sub/c":   payload(4, 1),
-		"%2e%2e":      payload(5, 10), // a legitimate key that looks like an escape
+		"a":          payload(1, 100),
+		"b":          payload(2, 5000),
+		"dir/b":      payload(3, 300<<10),
+		"dir/sub/c":  payload(4, 1),
+		"%2e%2e":     payload(5, 10), // a legitimate key that looks like an escape
 		"unicode/日本": payload(6, 77),
 	}
 	etags := map[string]string{}
