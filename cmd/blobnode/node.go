@@ -288,7 +288,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 // There is deliberately no ReadTimeout or WriteTimeout: they would cap the
 // total time of a large upload or download. The handler bounds each body
 // read and each response write instead (api.Config), and ReadHeaderTimeout
-// and IdleTimeout bound the time between requests.
+// and IdleTimeout bound the time between requests. (The write deadline a
+// handler leaves armed for the final flush is cleared by net/http once the
+// response is finished; tests/limits_test.go checks it on an aged
+// keep-alive connection.)
 func newHTTPServer(cfg config, handler http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           handler,
@@ -296,15 +299,6 @@ func newHTTPServer(cfg config, handler http.Handler, log *slog.Logger) *http.Ser
 		IdleTimeout:       cfg.idleTimeout,
 		MaxHeaderBytes:    int(cfg.maxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		ConnState: func(c net.Conn, state http.ConnState) {
-			if state == http.StateIdle {
-				// The handler left a write deadline armed for the final
-				// flush of its response; the next response on this
-				// connection (or the server's own error answer to a bad
-				// request) must not inherit it.
-				_ = c.SetWriteDeadline(time.Time{})
-			}
-		},
 	}
 }
 
