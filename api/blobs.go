@@ -63,10 +63,25 @@ func singleQuery(q url.Values, name string) (string, error) {
 	}
 }
 
+// query returns r's query parameters. A query string that does not parse
+// (a malformed escape, a ';' separator) is refused rather than read in
+// part, as url.URL.Query does: "?prefix=%zz" must not list every blob.
+func query(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, invalidArgument("malformed query string")
+	}
+	return q, nil
+}
+
 // readOptions decodes ?consistency=: absent, empty or "linearizable" is the
 // default linearizable read, "stale" a local read.
 func readOptions(r *http.Request) (store.ReadOptions, error) {
-	v, err := singleQuery(r.URL.Query(), "consistency")
+	q, err := query(r)
+	if err != nil {
+		return store.ReadOptions{}, err
+	}
+	v, err := singleQuery(q, "consistency")
 	if err != nil {
 		return store.ReadOptions{}, err
 	}
@@ -174,6 +189,13 @@ func (s *server) putBlob(w http.ResponseWriter, r *http.Request) {
 	if contentType == "" {
 		contentType = defaultMediaType
 	}
+	if !s.uploads.tryAcquire() {
+		// Refused before a byte of the body is read; the response closes
+		// the connection rather than drain the body (see statusRecorder).
+		s.writeError(w, r, errTooManyUploads)
+		return
+	}
+	defer s.uploads.release()
 	body := &uploadBody{r: r.Body, remaining: s.maxSize, max: s.maxSize}
 	info, err := s.blobs.Put(r.Context(), store.PutRequest{
 		Key:         key,
@@ -409,7 +431,12 @@ type listEntry struct {
 }
 
 func (s *server) listBlobs(w http.ResponseWriter, r *http.Request) {
-	req, err := s.listRequest(r.URL.Query())
+	q, err := query(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	req, err := s.listRequest(q)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

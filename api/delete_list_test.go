@@ -141,6 +141,9 @@ func TestListBadRequest(t *testing.T) {
 	for _, q := range []string{
 		"?limit=0", "?limit=-1", "?limit=abc", "?limit=51", "?limit=", "?limit=1.5", "?limit=99999999999999999999",
 		"?limit=1&limit=2", "?prefix=a&prefix=b", "?prefix=%FF", "?start-after=%C3%28",
+		// Malformed query strings are refused, not read in part (a dropped
+		// prefix would list every blob).
+		"?prefix=%zz", "?prefix=a%", "?limit=%", "?prefix=a;limit=2", "?limit=5&prefix=%G1",
 	} {
 		r := e.do(http.MethodGet, "/blobs"+q, nil)
 		if r.status != http.StatusBadRequest || r.errorCode() != CodeInvalidArgument {

@@ -63,7 +63,7 @@
 //	404 NotFound             405 MethodNotAllowed (with Allow)
 //	411 LengthRequired       412 PreconditionFailed
 //	413 TooLarge             416 RangeNotSatisfiable
-//	500 Internal             503 Unavailable (Retry-After: 1)
+//	500 Internal             503 Unavailable, TooManyUploads (Retry-After: 1)
 //	507 NoSpace
 //
 // Messages of store errors are the store sentinel's text only; the detail is
@@ -80,6 +80,18 @@
 // ("/blobs/{key:.+}", or "unmatched"), never the raw path. A response
 // aborted mid-body is counted with code "aborted".
 //
-// Timeouts for slow clients and the header size limit belong to the
-// http.Server that serves this handler.
+// # Limits
+//
+// At most Config.MaxConcurrentUploads PUTs stream at once; one more is 503
+// TooManyUploads with Retry-After before its body is read
+// (blobnode_http_uploads_in_flight, blobnode_http_uploads_rejected_total).
+// Each read of a request body arms the connection's read deadline
+// Config.BodyReadTimeout ahead and each response write its write deadline
+// Config.WriteTimeout ahead: a silent client is cut, a slow one that makes
+// progress never is. A response to a request whose body was not read to
+// its end closes the connection instead of letting the server drain it. A
+// listing limit above Config.MaxListLimit is 400, not clamped; a query
+// string that does not parse is 400. The header size limit, the header
+// timeout and the idle timeout belong to the http.Server serving this
+// handler.
 package api

@@ -26,6 +26,7 @@ const (
 	CodeClientClosed        = "ClientClosedRequest"
 	CodeInternal            = "Internal"
 	CodeUnavailable         = "Unavailable"
+	CodeTooManyUploads      = "TooManyUploads"
 	CodeNoSpace             = "NoSpace"
 )
 

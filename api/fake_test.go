@@ -31,6 +31,15 @@ type fakeStore struct {
 	putCalls       int               // guarded by mu
 	lastRead       store.ReadOptions // guarded by mu
 	open           int               // guarded by mu; Objects not yet closed
+	// gate, when set (before any request), holds every Put before it
+	// reads the body: Put sends its key on gate.entered, then waits for
+	// gate.release to be closed or its context to end.
+	gate *putGate
+}
+
+type putGate struct {
+	entered chan string
+	release chan struct{}
 }
 
 type fakeBlob struct {
@@ -67,6 +76,14 @@ func (f *fakeStore) Put(ctx context.Context, req store.PutRequest) (store.BlobIn
 	f.mu.Lock()
 	f.putCalls++
 	f.mu.Unlock()
+	if g := f.gate; g != nil {
+		g.entered <- req.Key
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return store.BlobInfo{}, ctx.Err()
+		}
+	}
 	if err := f.injected("put"); err != nil {
 		return store.BlobInfo{}, err
 	}

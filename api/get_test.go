@@ -206,6 +206,11 @@ func TestGetConsistency(t *testing.T) {
 			t.Errorf("%q: Stale = %v, want %v", tt.query, got.Stale, tt.stale)
 		}
 	}
+	for _, q := range []string{"?consistency=eventual", "?consistency=stale&consistency=stale", "?consistency=%zz", "?consistency=stale;x=1"} {
+		if r := e.do(http.MethodGet, "/blobs/k"+q, nil); r.status != http.StatusBadRequest || r.errorCode() != CodeInvalidArgument {
+			t.Errorf("%q: %d %q, want 400 InvalidArgument", q, r.status, r.errorCode())
+		}
+	}
 }
 
 // TestGetWriteRangeFailure: a store failure after the first body byte must

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,8 +36,9 @@ type Blobs interface {
 
 // Defaults for the zero values of Config.
 const (
-	DefaultMaxBlobSize  = 5 << 30 // 5 GiB
-	DefaultMaxListLimit = 1000
+	DefaultMaxBlobSize          = 5 << 30 // 5 GiB
+	DefaultMaxListLimit         = 1000
+	DefaultMaxConcurrentUploads = 64
 )
 
 // Config tunes NewHandler. The zero value is usable.
@@ -44,8 +46,23 @@ type Config struct {
 	// MaxBlobSize bounds a PUT body, in bytes (<= 0: DefaultMaxBlobSize).
 	MaxBlobSize int64
 	// MaxListLimit is both the default and the largest limit of a listing
-	// (<= 0: DefaultMaxListLimit).
+	// (<= 0: DefaultMaxListLimit). A larger ?limit= is 400, not clamped.
 	MaxListLimit int
+	// MaxConcurrentUploads bounds the PUTs streaming into the store at
+	// once (<= 0: DefaultMaxConcurrentUploads). One more is refused with
+	// 503 TooManyUploads and Retry-After before its body is read.
+	MaxConcurrentUploads int
+	// BodyReadTimeout bounds each read of a PUT body: a client that sends
+	// nothing for this long has its upload failed (400 IncompleteBody, the
+	// connection closed, nothing stored). Every read that returns extends
+	// the deadline, so it never caps the length of an upload that makes
+	// progress. 0: no per-read bound.
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds each write of a response the same way (a reader
+	// that takes nothing for this long has its response aborted); it is
+	// re-armed on every write, so a long download that makes progress is
+	// never cut. 0: no bound.
+	WriteTimeout time.Duration
 	// Logger receives one Debug line per request and the Warn/Error lines
 	// of failures (nil: discard).
 	Logger *slog.Logger
@@ -79,6 +96,9 @@ type server struct {
 	blobs    Blobs
 	maxSize  int64
 	maxList  int
+	uploads  *uploadLimiter
+	bodyRead time.Duration // per-read deadline of PUT bodies; 0: none
+	write    time.Duration // per-write deadline of responses; 0: none
 	log      *slog.Logger
 	metrics  *metrics
 	ready    func() error
@@ -95,6 +115,8 @@ func NewHandler(b Blobs, cfg Config) http.Handler {
 		blobs:    b,
 		maxSize:  cfg.MaxBlobSize,
 		maxList:  cfg.MaxListLimit,
+		bodyRead: max(cfg.BodyReadTimeout, 0),
+		write:    max(cfg.WriteTimeout, 0),
 		log:      cfg.Logger,
 		metrics:  newMetrics(cfg.Registerer),
 		ready:    cfg.Ready,
@@ -110,6 +132,11 @@ func NewHandler(b Blobs, cfg Config) http.Handler {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	maxUploads := cfg.MaxConcurrentUploads
+	if maxUploads <= 0 {
+		maxUploads = DefaultMaxConcurrentUploads
+	}
+	s.uploads = newUploadLimiter(maxUploads, s.metrics)
 	if s.gatherer == nil {
 		s.gatherer, _ = cfg.Registerer.(prometheus.Gatherer)
 	}

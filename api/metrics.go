@@ -18,6 +18,10 @@ type metrics struct {
 	duration *prometheus.HistogramVec // route, method
 	bytesIn  *prometheus.CounterVec   // route
 	bytesOut *prometheus.CounterVec   // route
+	// uploadsInFlight counts PUTs holding a slot of the upload limiter;
+	// uploadsRejected counts PUTs refused because none was free.
+	uploadsInFlight prometheus.Gauge
+	uploadsRejected prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,12 +48,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name:      "http_response_bytes_total",
 			Help:      "Bytes of response bodies written, by route template.",
 		}, []string{"route"}),
+		uploadsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "blobnode",
+			Name:      "http_uploads_in_flight",
+			Help:      "PUT requests streaming into the store now (bounded by -max-concurrent-uploads).",
+		}),
+		uploadsRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "blobnode",
+			Name:      "http_uploads_rejected_total",
+			Help:      "PUT requests refused with 503 because -max-concurrent-uploads uploads were in flight.",
+		}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
 		m.duration = register(reg, m.duration)
 		m.bytesIn = register(reg, m.bytesIn)
 		m.bytesOut = register(reg, m.bytesOut)
+		m.uploadsInFlight = register(reg, m.uploadsInFlight)
+		m.uploadsRejected = register(reg, m.uploadsRejected)
 	}
 	return m
 }
@@ -91,7 +107,9 @@ func (s *server) instrument(route string, h http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		method := methodLabel(r.Method)
+		r, finish := s.guardConnection(rec, r)
 		defer func() {
+			finish()
 			p := recover()
 			code := strconv.Itoa(rec.statusCode())
 			if p != nil {
@@ -117,18 +135,39 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status  int
 	written int64
+	// armWrite, if set, pushes the connection's write deadline ahead; it
+	// runs before every write.
+	armWrite func()
+	// bodyUnread, if set, reports whether the request body has not been
+	// read to its end; dropBody then stops the server from reading it. The
+	// response to such a request closes the connection: the server would
+	// otherwise read (drain) the rest of a body nobody wants, from a
+	// client that may never send it, before it could read the next
+	// request. No handler writes its header before it is done with the
+	// body.
+	bodyUnread func() bool
+	dropBody   func()
 }
 
 func (rw *statusRecorder) WriteHeader(status int) {
 	if rw.status == 0 && status >= 200 {
 		rw.status = status
+		if rw.bodyUnread != nil && rw.bodyUnread() {
+			rw.Header().Set("Connection", "close")
+			rw.dropBody()
+		}
+	}
+	if rw.armWrite != nil {
+		rw.armWrite()
 	}
 	rw.ResponseWriter.WriteHeader(status)
 }
 
 func (rw *statusRecorder) Write(p []byte) (int, error) {
 	if rw.status == 0 {
-		rw.status = http.StatusOK
+		rw.WriteHeader(http.StatusOK)
+	} else if rw.armWrite != nil {
+		rw.armWrite()
 	}
 	n, err := rw.ResponseWriter.Write(p)
 	rw.written += int64(n)
@@ -139,6 +178,9 @@ func (rw *statusRecorder) Unwrap() http.ResponseWriter { return rw.ResponseWrite
 
 // Flush passes through so streaming responses (promhttp) are not buffered.
 func (rw *statusRecorder) Flush() {
+	if rw.armWrite != nil {
+		rw.armWrite()
+	}
 	if f, ok := rw.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -59,6 +59,14 @@ type config struct {
 	snapThreshold  uint64
 	snapInterval   time.Duration
 	trailingLogs   uint64
+
+	// Limits on clients (README "Limits").
+	maxHeaderBytes       int64
+	readHeaderTimeout    time.Duration
+	idleTimeout          time.Duration
+	bodyReadTimeout      time.Duration
+	writeTimeout         time.Duration
+	maxConcurrentUploads int
 }
 
 // parseConfig reads flags, falling back to BLOBNODE_* variables for flags
@@ -80,6 +88,12 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Uint64Var(&c.snapThreshold, "snapshot-threshold", 8192, "Raft entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&c.snapInterval, "snapshot-interval", 30*time.Second, "how often Raft checks whether to snapshot")
 	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "Raft entries kept behind a snapshot for slow followers")
+	maxHeader := fs.String("max-header-bytes", "64KiB", "largest request header block; larger requests get 431")
+	fs.DurationVar(&c.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's headers")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept")
+	fs.DurationVar(&c.bodyReadTimeout, "body-read-timeout", time.Minute, "longest silence within an upload's body before the upload fails (0: none)")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", time.Minute, "longest a response write may block on a client that reads nothing (0: none)")
+	fs.IntVar(&c.maxConcurrentUploads, "max-concurrent-uploads", 64, "PUTs streaming at once; more get 503 with Retry-After")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +119,29 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.maxBlobSize, err = parseSize(*maxBlob); err != nil {
 		return c, fmt.Errorf("-max-blob-size: %w", err)
+	}
+	if c.maxHeaderBytes, err = parseSize(*maxHeader); err != nil {
+		return c, fmt.Errorf("-max-header-bytes: %w", err)
+	}
+	if c.maxHeaderBytes > 1<<30 {
+		return c, fmt.Errorf("-max-header-bytes: %d is more than 1GiB", c.maxHeaderBytes)
+	}
+	if c.maxConcurrentUploads < 1 {
+		return c, fmt.Errorf("-max-concurrent-uploads: %d, want at least 1", c.maxConcurrentUploads)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		zero bool // 0 means "no bound"
+	}{
+		{"-read-header-timeout", c.readHeaderTimeout, false},
+		{"-idle-timeout", c.idleTimeout, false},
+		{"-body-read-timeout", c.bodyReadTimeout, true},
+		{"-write-timeout", c.writeTimeout, true},
+	} {
+		if d.v < 0 || (d.v == 0 && !d.zero) {
+			return c, fmt.Errorf("%s: %v, want a positive duration", d.name, d.v)
+		}
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)

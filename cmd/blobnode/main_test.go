@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -71,5 +72,48 @@ func TestParseConfigFlagsAndEnvironment(t *testing.T) {
 		return ""
 	}); err == nil {
 		t.Error("a malformed environment value was accepted")
+	}
+}
+
+func TestParseConfigLimits(t *testing.T) {
+	none := func(string) string { return "" }
+	d, err := parseConfig(nil, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.maxHeaderBytes != 64<<10 || d.readHeaderTimeout != 10*time.Second || d.idleTimeout != 2*time.Minute ||
+		d.bodyReadTimeout != time.Minute || d.writeTimeout != time.Minute || d.maxConcurrentUploads != 64 {
+		t.Errorf("limit defaults: %+v", d)
+	}
+	c, err := parseConfig([]string{
+		"-max-header-bytes", "8KiB", "-read-header-timeout", "1s", "-idle-timeout", "5s",
+		"-body-read-timeout", "0", "-write-timeout", "250ms", "-max-concurrent-uploads", "3",
+	}, none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxHeaderBytes != 8<<10 || c.readHeaderTimeout != time.Second || c.idleTimeout != 5*time.Second ||
+		c.bodyReadTimeout != 0 || c.writeTimeout != 250*time.Millisecond || c.maxConcurrentUploads != 3 {
+		t.Errorf("limit flags not applied: %+v", c)
+	}
+	srv := newHTTPServer(c, nil, slog.New(slog.DiscardHandler))
+	if srv.MaxHeaderBytes != 8<<10 || srv.ReadHeaderTimeout != time.Second || srv.IdleTimeout != 5*time.Second ||
+		srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
+		t.Errorf("http.Server limits: header %d, read header %v, idle %v, read %v, write %v",
+			srv.MaxHeaderBytes, srv.ReadHeaderTimeout, srv.IdleTimeout, srv.ReadTimeout, srv.WriteTimeout)
+	}
+
+	for _, bad := range [][]string{
+		{"-max-header-bytes", "0"},
+		{"-max-header-bytes", "2GiB"},
+		{"-max-concurrent-uploads", "0"},
+		{"-read-header-timeout", "0"},
+		{"-idle-timeout", "-1s"},
+		{"-body-read-timeout", "-1s"},
+		{"-write-timeout", "soon"},
+	} {
+		if _, err := parseConfig(bad, none); err == nil {
+			t.Errorf("parseConfig(%q) accepted", bad)
+		}
 	}
 }

@@ -239,10 +239,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	s := store.New(node, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
 	handler := api.NewHandler(s, api.Config{
-		MaxBlobSize: cfg.maxBlobSize,
-		Logger:      log,
-		Registerer:  reg,
-		Gatherer:    reg,
+		MaxBlobSize:          cfg.maxBlobSize,
+		MaxConcurrentUploads: cfg.maxConcurrentUploads,
+		BodyReadTimeout:      cfg.bodyReadTimeout,
+		WriteTimeout:         cfg.writeTimeout,
+		Logger:               log,
+		Registerer:           reg,
+		Gatherer:             reg,
 		Ready: func() error {
 			if err := fsm.Err(); err != nil {
 				return err
@@ -254,13 +257,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		},
 		Status: func() any { return status(node, st, s) },
 	})
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(cfg, handler, log)
 	if cfg.pprofAddr != "" {
 		go servePprof(cfg.pprofAddr, log)
 	}
@@ -286,6 +283,24 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		log.Warn("shutdown: requests still running were cut", "err", err)
 	}
 	return runErr
+}
+
+// newHTTPServer returns the API's server with the client limits of cfg.
+// There is deliberately no ReadTimeout or WriteTimeout: they would cap the
+// total time of a large upload or download. The handler bounds each body
+// read and each response write instead (api.Config), and ReadHeaderTimeout
+// and IdleTimeout bound the time between requests. (The write deadline a
+// handler leaves armed for the final flush is cleared by net/http once the
+// response is finished; tests/limits_test.go checks it on an aged
+// keep-alive connection.)
+func newHTTPServer(cfg config, handler http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.readHeaderTimeout,
+		IdleTimeout:       cfg.idleTimeout,
+		MaxHeaderBytes:    int(cfg.maxHeaderBytes),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // initGroup waits for a leader; the leader records the volume geometry and,
