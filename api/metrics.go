@@ -18,6 +18,9 @@ type metrics struct {
 	duration *prometheus.HistogramVec // route, method
 	bytesIn  *prometheus.CounterVec   // route
 	bytesOut *prometheus.CounterVec   // route
+	// authFailures counts requests refused with 401 or 403, by route and
+	// reason (missing, malformed, invalid, scope).
+	authFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,12 +47,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name:      "http_response_bytes_total",
 			Help:      "Bytes of response bodies written, by route template.",
 		}, []string{"route"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blobnode",
+			Name:      "http_auth_failures_total",
+			Help:      "Requests refused by authentication (401) or authorization (403), by route template and reason.",
+		}, []string{"route", "reason"}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
 		m.duration = register(reg, m.duration)
 		m.bytesIn = register(reg, m.bytesIn)
 		m.bytesOut = register(reg, m.bytesOut)
+		m.authFailures = register(reg, m.authFailures)
 	}
 	return m
 }
