@@ -184,6 +184,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newNodeMetrics(reg)
 
+	sec, err := loadSecurity(cfg, log)
+	if err != nil {
+		return err
+	}
 	st, err := openStorage(cfg, log, m.wrapDevice)
 	if err != nil {
 		return err
@@ -209,6 +213,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
 		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
 		SnapshotThreshold: cfg.snapThreshold, SnapshotInterval: cfg.snapInterval, TrailingLogs: cfg.trailingLogs,
+		PeerTLS: sec.peerTLS,
 	}, fsm)
 	if err != nil {
 		return err
@@ -251,7 +256,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 			}
 			return nil
 		},
-		Status: func() any { return status(node, st, s) },
+		Status:         func() any { return status(node, st, s) },
+		Auth:           sec.auth,
+		ProtectMetrics: cfg.protectMetrics,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -259,6 +266,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         sec.httpTLS,
 	}
 	if cfg.pprofAddr != "" {
 		go servePprof(cfg.pprofAddr, log)
@@ -267,9 +275,22 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	if err != nil {
 		return err
 	}
-	log.Info("serving", "http", ln.Addr().String(), "raft", cfg.raftAddr, "data_dir", cfg.dataDir, "geometry", geometry)
+	scheme := "http"
+	if sec.httpTLS != nil {
+		scheme = "https"
+	}
+	log.Info("serving", "http", ln.Addr().String(), "scheme", scheme, "auth", sec.auth != nil,
+		"raft", cfg.raftAddr, "raft_tls", sec.peerTLS != nil, "raft_mtls", sec.peerTLS != nil && sec.peerTLS.Mutual,
+		"data_dir", cfg.dataDir, "geometry", geometry)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if sec.httpTLS != nil {
+			// The certificate is in srv.TLSConfig; ServeTLS adds HTTP/2.
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 
 	select {
 	case <-ctx.Done():
