@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,8 +29,8 @@ func bearer(tok string) []string { return []string{"Authorization", "Bearer " + 
 
 // TestSecureNode runs the real binary with a token file, HTTPS for clients
 // and mutual TLS for Raft: tokens decide what each client may do over
-// HTTPS, a refused upload stores nothing, and the Raft port refuses a peer
-// without a certificate of the cluster's CA.
+// HTTPS, a refused upload stores nothing, the Raft port refuses a peer
+// without a certificate of the cluster's CA, and SIGHUP reloads the tokens.
 func TestSecureNode(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "blobnode test CA")
@@ -117,11 +118,43 @@ func TestSecureNode(t *testing.T) {
 		t.Errorf("the Raft port refused a peer of its CA: %v", err)
 	}
 
+	// SIGHUP reloads the token file: a broken file changes nothing, a
+	// valid one replaces the tokens whole.
+	if err := os.WriteFile(tokenPath, []byte("read short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, settleTimeout, func() bool {
+		b, _ := os.ReadFile(n.logPath)
+		return bytes.Contains(b, []byte("token file not reloaded"))
+	}, func() string { return "no log line about the broken token file" })
+	if r := n.do(t, http.MethodGet, blobPath("secure/a"), nil, bearer(e2eRead)...); r.status != http.StatusOK {
+		t.Errorf("after reloading a broken file, the read token: %v", r)
+	}
+	const e2eNew = "e2e-new-write-token-0123456789"
+	if err := os.WriteFile(tokenPath, []byte("write "+e2eNew+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, settleTimeout, func() bool {
+		return n.do(t, http.MethodGet, blobPath("secure/a"), nil, bearer(e2eNew)...).status == http.StatusOK
+	}, func() string { return "the new token is not accepted after SIGHUP" })
+	if r := n.do(t, http.MethodGet, blobPath("secure/a"), nil, bearer(e2eRead)...); r.status != http.StatusUnauthorized {
+		t.Errorf("a token removed from the file, after SIGHUP: %v; want 401", r)
+	}
+	if !n.running() {
+		t.Fatal("SIGHUP stopped the node")
+	}
+
 	log, err := os.ReadFile(n.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tok := range []string{e2eRead, e2eWrite, e2eAdmin} {
+	for _, tok := range []string{e2eRead, e2eWrite, e2eAdmin, e2eNew} {
 		if bytes.Contains(log, []byte(tok)) {
 			t.Errorf("the log contains a token")
 		}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/blobnode/blobnode/api"
 	"github.com/blobnode/blobnode/raftfsm"
@@ -68,9 +69,32 @@ func isLoopback(addr string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
+// reloadableTokens is the Authenticator of a node with a token file: the
+// current *api.Tokens, replaced whole on SIGHUP. A request sees either the
+// old set or the new one, never a mixture.
+type reloadableTokens struct {
+	path string
+	cur  atomic.Pointer[api.Tokens]
+}
+
+// Scope implements api.Authenticator.
+func (r *reloadableTokens) Scope(token string) (api.Scope, bool) { return r.cur.Load().Scope(token) }
+
+// reload reads the token file again. A file that does not parse changes
+// nothing: the tokens in force stay in force.
+func (r *reloadableTokens) reload(log *slog.Logger) {
+	toks, err := api.LoadTokenFile(r.path)
+	if err != nil {
+		log.Error("token file not reloaded; the previous tokens stay in force", "err", err)
+		return
+	}
+	r.cur.Store(toks)
+	log.Info("token file reloaded", "tokens", toks.Len())
+}
+
 // security is the loaded security configuration of a node.
 type security struct {
-	auth    api.Authenticator // nil: authentication is off
+	tokens  *reloadableTokens // nil: authentication is off
 	httpTLS *tls.Config       // nil: plain HTTP
 	peerTLS *raftfsm.PeerTLS  // nil: Raft over plain TCP
 }
@@ -85,7 +109,8 @@ func loadSecurity(cfg config, log *slog.Logger) (security, error) {
 		if err != nil {
 			return sec, err
 		}
-		sec.auth = toks
+		sec.tokens = &reloadableTokens{path: cfg.tokenFile}
+		sec.tokens.cur.Store(toks)
 		if fi, err := os.Stat(cfg.tokenFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
 			log.Warn("the token file is readable by other users; chmod 600 it", "path", cfg.tokenFile, "mode", fi.Mode().Perm().String())
 		}
@@ -121,4 +146,13 @@ func loadSecurity(cfg config, log *slog.Logger) (security, error) {
 			"raft", cfg.raftAddr)
 	}
 	return sec, nil
+}
+
+// auth is the Authenticator of the API: nil (not a nil *reloadableTokens
+// in an interface) when authentication is off.
+func (s security) auth() api.Authenticator {
+	if s.tokens == nil {
+		return nil
+	}
+	return s.tokens
 }

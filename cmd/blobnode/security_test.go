@@ -105,7 +105,7 @@ func TestLoadSecurity(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	sec, err := loadSecurity(base, log)
-	if err != nil || sec.auth != nil || sec.httpTLS != nil || sec.peerTLS != nil {
+	if err != nil || sec.auth() != nil || sec.httpTLS != nil || sec.peerTLS != nil {
 		t.Fatalf("nothing configured: %+v, %v", sec, err)
 	}
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "authentication is off") {
@@ -119,7 +119,7 @@ func TestLoadSecurity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, ok := sec.auth.Scope("0123456789abcdef0123"); !ok || s != api.ScopeAdmin {
+	if s, ok := sec.auth().Scope("0123456789abcdef0123"); !ok || s != api.ScopeAdmin {
 		t.Errorf("token scope %v, %v", s, ok)
 	}
 	if sec.httpTLS == nil || len(sec.httpTLS.Certificates) != 1 || sec.httpTLS.MinVersion < 0x0303 {
@@ -144,5 +144,33 @@ func TestLoadSecurity(t *testing.T) {
 		if _, err := loadSecurity(c, log); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want an error mentioning %q", tc.name, err, tc.want)
 		}
+	}
+	// A reload takes a valid file whole and leaves a broken one unused.
+	reloaded := filepath.Join(dir, "reloaded-tokens")
+	if err := os.WriteFile(reloaded, []byte("admin 0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if sec, err = loadSecurity(config{tokenFile: reloaded, httpAddr: "127.0.0.1:1", raftAddr: "127.0.0.1:2"}, log); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(reloaded, []byte("read fedcba9876543210fedc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sec.tokens.reload(log)
+	if _, ok := sec.auth().Scope("0123456789abcdef0123"); ok {
+		t.Error("a token removed from the file is still valid after reload")
+	}
+	if s, ok := sec.auth().Scope("fedcba9876543210fedc"); !ok || s != api.ScopeRead {
+		t.Errorf("new token after reload: %v, %v", s, ok)
+	}
+	if err := os.WriteFile(reloaded, []byte("read short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sec.tokens.reload(log)
+	if s, ok := sec.auth().Scope("fedcba9876543210fedc"); !ok || s != api.ScopeRead {
+		t.Errorf("a broken file replaced the tokens in force: %v, %v", s, ok)
+	}
+	if !strings.Contains(logs.String(), "token file not reloaded") {
+		t.Errorf("a failed reload was not logged:\n%s", logs.String())
 	}
 }
