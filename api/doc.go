@@ -14,6 +14,25 @@
 //	GET    /metrics       Prometheus exposition of Config.Gatherer
 //	GET    /cluster       JSON of Config.Status()
 //
+// # Authentication
+//
+// With Config.Auth set, every request except /healthz and /readyz must
+// carry "Authorization: Bearer <token>"; the Authenticator maps the token
+// to a scope: read (GET and HEAD of blobs, listing), write (read plus PUT,
+// DELETE and any other method on the blob routes) or admin (everything).
+// /metrics and /cluster need admin when Config.ProtectMetrics is set and are
+// open otherwise. The check runs on the headers alone, before the route's
+// handler, so a refused request reads no body and changes nothing:
+//
+//	401 Unauthorized  no, malformed or unknown token; WWW-Authenticate: Bearer
+//	403 Forbidden     a valid token whose scope is too small
+//	                  (WWW-Authenticate carries error="insufficient_scope")
+//
+// A refused request that carries a body is answered with Connection: close
+// rather than draining the body. The token file format, parsed by
+// ParseTokenFile into Tokens (which keeps only SHA-256 digests of the
+// tokens), is documented in tokenfile.go.
+//
 // # Keys
 //
 // A key is taken from the escaped request path and percent-decoded exactly
@@ -60,6 +79,7 @@
 // Every error is JSON: {"error":{"code":"NotFound","message":"..."}}.
 //
 //	400 InvalidKey, InvalidRange, BadDigest, IncompleteBody, InvalidArgument
+//	401 Unauthorized         403 Forbidden
 //	404 NotFound             405 MethodNotAllowed (with Allow)
 //	411 LengthRequired       412 PreconditionFailed
 //	413 TooLarge             416 RangeNotSatisfiable
@@ -75,8 +95,10 @@
 //
 // blobnode_http_requests_total{route,method,code},
 // blobnode_http_request_duration_seconds{route,method},
-// blobnode_http_request_bytes_total{route} (PUT body bytes received) and
-// blobnode_http_response_bytes_total{route}. route is the mux path template
+// blobnode_http_request_bytes_total{route} (PUT body bytes received),
+// blobnode_http_response_bytes_total{route} and
+// blobnode_http_auth_failures_total{route,reason} (reason: missing,
+// malformed, invalid, scope). route is the mux path template
 // ("/blobs/{key:.+}", or "unmatched"), never the raw path. A response
 // aborted mid-body is counted with code "aborted".
 //

@@ -76,6 +76,12 @@ type Config struct {
 	Ready func() error
 	// Status backs GET /cluster; its result is encoded as JSON (nil: 404).
 	Status func() any
+	// Auth checks the bearer token of every request except /healthz and
+	// /readyz (nil: no authentication; every request is allowed).
+	Auth Authenticator
+	// ProtectMetrics makes /metrics and /cluster need an admin token
+	// (only with Auth; without it they are open).
+	ProtectMetrics bool
 }
 
 // Route templates; they are also the values of the metrics' route label.
@@ -104,6 +110,7 @@ type server struct {
 	ready    func() error
 	status   func() any
 	gatherer prometheus.Gatherer
+	auth     Authenticator // nil: every request is allowed
 }
 
 // NewHandler returns the public HTTP API over b. It panics if cfg.Registerer
@@ -122,6 +129,7 @@ func NewHandler(b Blobs, cfg Config) http.Handler {
 		ready:    cfg.Ready,
 		status:   cfg.Status,
 		gatherer: cfg.Gatherer,
+		auth:     cfg.Auth,
 	}
 	if s.maxSize <= 0 {
 		s.maxSize = DefaultMaxBlobSize
@@ -147,22 +155,26 @@ func NewHandler(b Blobs, cfg Config) http.Handler {
 	// instead of being cleaned or redirected by the router.
 	r.UseEncodedPath()
 	r.SkipClean(true)
-	s.route(r, routeBlob, []methodHandler{
+	statusAccess := access(openAccess)
+	if cfg.ProtectMetrics {
+		statusAccess = adminAccess
+	}
+	s.route(r, routeBlob, dataAccess, []methodHandler{
 		{http.MethodGet, s.getBlob},
 		{http.MethodHead, s.getBlob},
 		{http.MethodPut, s.putBlob},
 		{http.MethodDelete, s.deleteBlob},
 	})
-	s.route(r, routeEmptyKey, nil) // every method: InvalidKey (empty key)
-	s.route(r, routeList, []methodHandler{
+	s.route(r, routeEmptyKey, dataAccess, nil) // every method: InvalidKey (empty key)
+	s.route(r, routeList, dataAccess, []methodHandler{
 		{http.MethodGet, s.listBlobs},
 		{http.MethodHead, s.listBlobs},
 	})
-	s.route(r, routeHealth, []methodHandler{
+	s.route(r, routeHealth, openAccess, []methodHandler{
 		{http.MethodGet, s.healthz},
 		{http.MethodHead, s.healthz},
 	})
-	s.route(r, routeReady, []methodHandler{
+	s.route(r, routeReady, openAccess, []methodHandler{
 		{http.MethodGet, s.readyz},
 		{http.MethodHead, s.readyz},
 	})
@@ -170,16 +182,21 @@ func NewHandler(b Blobs, cfg Config) http.Handler {
 		metricsHandler := promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{
 			ErrorHandling: promhttp.ContinueOnError,
 		})
-		s.route(r, routeMetrics, []methodHandler{
+		s.route(r, routeMetrics, statusAccess, []methodHandler{
 			{http.MethodGet, metricsHandler.ServeHTTP},
 			{http.MethodHead, metricsHandler.ServeHTTP},
 		})
 	}
-	s.route(r, routeCluster, []methodHandler{
+	s.route(r, routeCluster, statusAccess, []methodHandler{
 		{http.MethodGet, s.cluster},
 		{http.MethodHead, s.cluster},
 	})
 	r.NotFoundHandler = s.instrument(routeNone, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Which routes exist is no secret, but answering strangers only
+		// with 401 keeps the unauthenticated surface to one response.
+		if !s.authorize(w, r, routeNone, dataAccess(r.Method)) {
+			return
+		}
 		s.writeError(w, r, &apiError{http.StatusNotFound, CodeNotFound, "no such route"})
 	}))
 	return r
@@ -193,14 +210,18 @@ type methodHandler struct {
 // route registers the path template tpl for the listed methods; any other
 // method is 405 with Allow. A nil list routes every method to the empty-key
 // error. Method dispatch is done here rather than with mux's Methods so that
-// every response, 405 included, carries the route label.
-func (s *server) route(r *mux.Router, tpl string, methods []methodHandler) {
+// every response, 405 included, carries the route label. Every request is
+// first authorized against need(method), before its handler sees it.
+func (s *server) route(r *mux.Router, tpl string, need access, methods []methodHandler) {
 	allowed := make([]string, len(methods))
 	for i, m := range methods {
 		allowed[i] = m.method
 	}
 	allow := strings.Join(allowed, ", ")
 	r.Path(tpl).Handler(s.instrument(tpl, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !s.authorize(w, req, tpl, need(req.Method)) {
+			return
+		}
 		if methods == nil {
 			s.writeError(w, req, ValidateKey(""))
 			return

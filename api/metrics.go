@@ -22,6 +22,9 @@ type metrics struct {
 	// uploadsRejected counts PUTs refused because none was free.
 	uploadsInFlight prometheus.Gauge
 	uploadsRejected prometheus.Counter
+	// authFailures counts requests refused with 401 or 403, by route and
+	// reason (missing, malformed, invalid, scope).
+	authFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -58,6 +61,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name:      "http_uploads_rejected_total",
 			Help:      "PUT requests refused with 503 because -max-concurrent-uploads uploads were in flight.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blobnode",
+			Name:      "http_auth_failures_total",
+			Help:      "Requests refused by authentication (401) or authorization (403), by route template and reason.",
+		}, []string{"route", "reason"}),
 	}
 	if reg != nil {
 		m.requests = register(reg, m.requests)
@@ -66,6 +74,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.bytesOut = register(reg, m.bytesOut)
 		m.uploadsInFlight = register(reg, m.uploadsInFlight)
 		m.uploadsRejected = register(reg, m.uploadsRejected)
+		m.authFailures = register(reg, m.authFailures)
 	}
 	return m
 }

@@ -38,6 +38,9 @@ type NodeConfig struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64 // default 10240
 	Logger            *slog.Logger
+	// PeerTLS, when set, carries Raft traffic over TLS (see PeerTLS);
+	// nil is plain TCP.
+	PeerTLS *PeerTLS
 }
 
 // Node owns the *raft.Raft driving one FSM, and the background work a leader
@@ -63,7 +66,7 @@ type Node struct {
 // cannot confirm leadership. (Forwarding to the leader comes with peers.)
 var ErrNotLeader = errors.New("raftfsm: not the leader")
 
-// StartNode starts Raft over TCP with a write-ahead log store (raft-wal: one
+// StartNode starts Raft over TCP (or TLS, with cfg.PeerTLS) with a write-ahead log store (raft-wal: one
 // fsync per append) and file snapshots.
 func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if cfg.Logger == nil {
@@ -114,7 +117,21 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		meta.Close()
 		return nil, fmt.Errorf("raftfsm: advertise address %q: %w", adv, err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
+	var trans *raft.NetworkTransport
+	if cfg.PeerTLS != nil {
+		var stream *TLSStreamLayer
+		stream, err = NewTLSStreamLayer(cfg.BindAddr, addr, cfg.PeerTLS, cfg.Logger.With("component", "raft-tls"))
+		if err != nil {
+			store.Close()
+			meta.Close()
+			return nil, err // names the address already
+		}
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: rc.Logger,
+		})
+	} else {
+		trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
+	}
 	if err != nil {
 		store.Close()
 		meta.Close()

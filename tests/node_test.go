@@ -13,6 +13,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -106,13 +107,24 @@ type node struct {
 	exited  chan struct{} // closed when cmd has been waited for
 	waitErr error         // cmd.Wait's result, valid once exited is closed
 	client  *http.Client
-	base    string // http://127.0.0.1:port
+	base    string // http://127.0.0.1:port (https:// after useTLS)
+	// clientTLS configures the client for an HTTPS node (nil: plain HTTP).
+	clientTLS *tls.Config
 }
 
 // newNode prepares a node on a fresh data directory and free loopback
 // ports, starts it and waits until it is ready. The node is stopped with
 // SIGTERM in t.Cleanup.
 func newNode(t testing.TB, flags ...string) *node {
+	t.Helper()
+	n := prepareNode(t, flags...)
+	n.start()
+	return n
+}
+
+// prepareNode is newNode without the start, for a test that configures the
+// node further (useTLS) first.
+func prepareNode(t testing.TB, flags ...string) *node {
 	t.Helper()
 	n := &node{
 		t:        t,
@@ -131,8 +143,13 @@ func newNode(t testing.TB, flags ...string) *node {
 			t.Logf("blobnode log (%s), last lines:\n%s", n.logPath, tailFile(n.logPath, 80))
 		}
 	})
-	n.start()
 	return n
+}
+
+// useTLS makes the node's client speak HTTPS, trusting what cfg trusts.
+func (n *node) useTLS(cfg *tls.Config) {
+	n.clientTLS = cfg
+	n.base = "https://" + n.httpAddr
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
@@ -190,7 +207,7 @@ func (n *node) start() {
 		n.waitErr = cmd.Wait()
 		close(exited)
 	}()
-	n.client = newClient()
+	n.client = newClient(n.clientTLS)
 	n.waitReady()
 }
 
@@ -206,9 +223,12 @@ func nodeEnv() []string {
 	return env
 }
 
-func newClient() *http.Client {
+// newClient returns a client for one node; tlsCfg is for HTTPS (nil: the
+// default, unused for http:// URLs).
+func newClient(tlsCfg *tls.Config) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
+			TLSClientConfig:     tlsCfg,
 			Proxy:               nil, // traffic goes to 127.0.0.1 only
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 			MaxIdleConnsPerHost: 64,

@@ -67,6 +67,16 @@ type config struct {
 	bodyReadTimeout      time.Duration
 	writeTimeout         time.Duration
 	maxConcurrentUploads int
+	// Security (see security.go and README's Security section).
+	tokenFile      string // bearer tokens; "" turns authentication off
+	allowUnauth    bool   // serve without tokens on a non-loopback address
+	protectMetrics bool   // /metrics and /cluster need an admin token
+	tlsCert        string // PEM certificate of the client API ("": plain HTTP)
+	tlsKey         string
+	peerTLSCert    string // PEM certificate for Raft traffic ("": plain TCP)
+	peerTLSKey     string
+	peerTLSCA      string // CA that signs every peer's certificate
+	peerMTLS       bool   // peers must present a certificate signed by peerTLSCA
 }
 
 // parseConfig reads flags, falling back to BLOBNODE_* variables for flags
@@ -95,6 +105,15 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.writeTimeout, "write-timeout", time.Minute, "longest a response write may block on a client that reads nothing (0: none)")
 	fs.IntVar(&c.maxConcurrentUploads, "max-concurrent-uploads", 64, "PUTs streaming at once; more get 503 with Retry-After")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file of bearer tokens, one \"<read|write|admin> <token>\" per line (empty: no authentication)")
+	fs.BoolVar(&c.allowUnauth, "allow-unauthenticated", false, "serve without -token-file (and pprof) on a non-loopback address")
+	fs.BoolVar(&c.protectMetrics, "protect-metrics", false, "require an admin token for /metrics and /cluster")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) of the HTTP API; with -tls-key serves HTTPS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")
+	fs.StringVar(&c.peerTLSCert, "peer-tls-cert", "", "PEM certificate for Raft traffic; with -peer-tls-key and -peer-tls-ca runs Raft over TLS")
+	fs.StringVar(&c.peerTLSKey, "peer-tls-key", "", "PEM private key of -peer-tls-cert")
+	fs.StringVar(&c.peerTLSCA, "peer-tls-ca", "", "PEM CA certificate(s) that peers' certificates must chain to")
+	fs.BoolVar(&c.peerMTLS, "peer-mtls", false, "mutual TLS for Raft: refuse peers without a certificate signed by -peer-tls-ca")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -148,6 +167,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := c.checkSecurity(); err != nil {
+		return c, err
 	}
 	return c, nil
 }

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -184,6 +186,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newNodeMetrics(reg)
 
+	// SIGHUP reloads the token file once serving. It is caught from the
+	// start, even without a token file, so that a SIGHUP never kills the
+	// node (its default action); one that arrives before serving waits.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	sec, err := loadSecurity(cfg, log)
+	if err != nil {
+		return err
+	}
 	st, err := openStorage(cfg, log, m.wrapDevice)
 	if err != nil {
 		return err
@@ -210,6 +223,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
 		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
 		SnapshotThreshold: cfg.snapThreshold, SnapshotInterval: cfg.snapInterval, TrailingLogs: cfg.trailingLogs,
+		PeerTLS: sec.peerTLS,
 	}, fsm)
 	if err != nil {
 		return err
@@ -255,9 +269,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 			}
 			return nil
 		},
-		Status: func() any { return status(node, st, s) },
+		Status:         func() any { return status(node, st, s) },
+		Auth:           sec.auth(),
+		ProtectMetrics: cfg.protectMetrics,
 	})
 	srv := newHTTPServer(cfg, handler, log)
+	srv.TLSConfig = sec.httpTLS
 	if cfg.pprofAddr != "" {
 		go servePprof(cfg.pprofAddr, log)
 	}
@@ -265,17 +282,42 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	if err != nil {
 		return err
 	}
-	log.Info("serving", "http", ln.Addr().String(), "raft", cfg.raftAddr, "data_dir", cfg.dataDir, "geometry", geometry)
+	scheme := "http"
+	if sec.httpTLS != nil {
+		scheme = "https"
+	}
+	log.Info("serving", "http", ln.Addr().String(), "scheme", scheme, "auth", sec.tokens != nil,
+		"raft", cfg.raftAddr, "raft_tls", sec.peerTLS != nil, "raft_mtls", sec.peerTLS != nil && sec.peerTLS.Mutual,
+		"data_dir", cfg.dataDir, "geometry", geometry)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if sec.httpTLS != nil {
+			// The certificate is in srv.TLSConfig; ServeTLS adds HTTP/2.
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: draining requests")
-	case <-fsm.Stopped():
-		runErr = fsm.Err()
-	case err := <-served:
-		runErr = err
+wait:
+	for {
+		select {
+		case <-hup:
+			if sec.tokens == nil {
+				log.Warn("SIGHUP ignored: there is no -token-file to reload")
+				continue
+			}
+			sec.tokens.reload(log)
+		case <-ctx.Done():
+			log.Info("shutting down: draining requests")
+			break wait
+		case <-fsm.Stopped():
+			runErr = fsm.Err()
+			break wait
+		case err := <-served:
+			runErr = err
+			break wait
+		}
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), cfg.shutdownGrace)
 	defer scancel()
