@@ -114,9 +114,15 @@ type node struct {
 // SIGTERM in t.Cleanup.
 func newNode(t testing.TB, flags ...string) *node {
 	t.Helper()
+	return newNodeIn(t, t.TempDir(), flags...)
+}
+
+// newNodeIn is newNode on the data directory dir.
+func newNodeIn(t testing.TB, dir string, flags ...string) *node {
+	t.Helper()
 	n := &node{
 		t:        t,
-		dir:      t.TempDir(),
+		dir:      dir,
 		httpAddr: freeAddr(t),
 		raftAddr: freeAddr(t),
 		flags:    flags,
