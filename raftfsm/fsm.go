@@ -352,7 +352,7 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 		return applyErr, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("commit entries %d..%d: %w", logs[0].Index, last, err)
+		return nil, fmt.Errorf("commit entries %d..%d: %w", max(logs[0].Index, from+1), last, err)
 	}
 	return nil, nil
 }

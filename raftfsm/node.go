@@ -257,21 +257,22 @@ func (n *Node) waitApply(f raft.ApplyFuture) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	for {
+		// Read the channel first: a change after the check closes it.
 		changed := n.fsm.ReadOnlyChanged()
+		if ro := n.ReadOnly(); ro != nil {
+			select {
+			case err := <-done: // answered meanwhile: prefer the outcome
+				return err
+			default:
+				return ro
+			}
+		}
 		select {
 		case err := <-done:
 			return err
 		case <-n.stop:
 			return raft.ErrRaftShutdown
 		case <-changed:
-		}
-		if err := n.ReadOnly(); err != nil {
-			select {
-			case err := <-done: // answered meanwhile: prefer the outcome
-				return err
-			default:
-				return err
-			}
 		}
 	}
 }

@@ -236,7 +236,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = initGroup(startCtx, node, geometry)
 	cancel()
-	if ro := fsm.ReadOnly(); err != nil && ro != nil {
+	if ro := fsm.ReadOnly(); err != nil && ro != nil && !errors.Is(err, raftfsm.ErrReadOnly) {
 		// E.g. restarted with the disk still full: replay cannot proceed.
 		return fmt.Errorf("start: %w (%w)", ro, err)
 	}
