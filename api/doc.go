@@ -85,6 +85,9 @@
 //	413 TooLarge             416 RangeNotSatisfiable
 //	500 Internal             503 Unavailable, TooManyUploads (Retry-After: 1)
 //	507 NoSpace
+//	507 ReadOnly (disk full) / 503 ReadOnly (disk failing), Retry-After: 1:
+//	    writes refused while a disk under the Raft log or catalog cannot be
+//	    written; the message names which and the error, without paths
 //
 // Messages of store errors are the store sentinel's text only; the detail is
 // logged (5xx at Error, 503 and 507 at Warn). A request whose client went

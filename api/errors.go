@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"syscall"
 
 	"github.com/blobnode/blobnode/store"
 )
@@ -28,6 +29,10 @@ const (
 	CodeUnavailable         = "Unavailable"
 	CodeTooManyUploads      = "TooManyUploads"
 	CodeNoSpace             = "NoSpace"
+	// CodeReadOnly: the node refuses writes because a disk under its Raft
+	// log or catalog is full (507) or failing (503); the message says
+	// which. Reads still work; the node recovers on its own.
+	CodeReadOnly = "ReadOnly"
 )
 
 // statusClientClosed is the status recorded (nginx's convention) when the
@@ -77,6 +82,17 @@ func classify(r *http.Request, err error) (status int, code, msg string) {
 		return http.StatusNotFound, CodeNotFound, store.ErrNotFound.Error()
 	case errors.Is(err, store.ErrPreconditionFailed):
 		return http.StatusPreconditionFailed, CodePreconditionFailed, store.ErrPreconditionFailed.Error()
+	case errors.Is(err, store.ErrReadOnly):
+		status = http.StatusServiceUnavailable
+		if errors.Is(err, syscall.ENOSPC) {
+			status = http.StatusInsufficientStorage
+		}
+		msg = store.ErrReadOnly.Error()
+		var ro *store.ReadOnlyError
+		if errors.As(err, &ro) {
+			msg += ": " + ro.Reason
+		}
+		return status, CodeReadOnly, msg
 	case errors.Is(err, store.ErrNoSpace):
 		return http.StatusInsufficientStorage, CodeNoSpace, store.ErrNoSpace.Error()
 	case errors.Is(err, store.ErrUnavailable):
@@ -100,7 +116,7 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case status == statusClientClosed:
 		s.log.Debug("client went away", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable || code == CodeReadOnly {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, status, errorBody{errorDetail{Code: code, Message: msg}})

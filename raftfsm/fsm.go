@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -38,6 +39,18 @@ var (
 // ErrStopped is returned by the FSM after a fatal error: state on disk may
 // be behind memory and the node must restart (and recover from the log).
 var ErrStopped = errors.New("raftfsm: state machine stopped after a fatal error")
+
+// ErrClosed is returned for entries the FSM did not apply because it was
+// closed while it waited to retry a failed catalog commit. Its durable
+// state is consistent at Applied(); a restart replays the rest of the log.
+var ErrClosed = errors.New("raftfsm: state machine closed before the entries could be applied")
+
+// Bounds of the wait between attempts to apply a batch whose catalog
+// commit failed (the wait doubles from the first to the second).
+const (
+	retryMinWait = 20 * time.Millisecond
+	retryMaxWait = time.Second
+)
 
 // Result is what Apply returns for one command.
 type Result struct {
@@ -111,11 +124,21 @@ type FSM struct {
 	openMark   uint64        // data's mark at attach
 	lastInline atomic.Uint64 // index of the last inline entry written
 
-	mu      sync.Mutex // guards applied, fatal; cond signals applied changes
-	cond    *sync.Cond
-	applied uint64
-	fatal   error
-	fatalCh chan struct{} // closed when fatal is set
+	// update runs fn in one catalog write transaction (cat.Update; tests
+	// inject commit failures here).
+	update func(fn func(*catalog.Tx) error) error
+
+	mu        sync.Mutex // guards applied, fatal, halt, readOnly, roChanged; cond signals their changes
+	cond      *sync.Cond
+	applied   uint64
+	fatal     error
+	fatalCh   chan struct{} // closed when fatal is set
+	halt      error         // ErrClosed once a batch was abandoned: nothing more is applied
+	readOnly  map[string]*ReadOnlyError
+	roChanged chan struct{} // closed and replaced at each change of readOnly
+
+	closing   chan struct{} // closed by Close: stop waiting to retry
+	closeOnce sync.Once
 }
 
 // Open reconciles the catalog and the allocator and returns the FSM. If
@@ -127,7 +150,11 @@ type FSM struct {
 //
 // rebuild forces the rebuild (space.Open said ErrNeedsRebuild).
 func Open(ctx context.Context, cat *catalog.DB, alloc Allocator, geometry string, log *slog.Logger, rebuild bool) (*FSM, error) {
-	f := &FSM{cat: cat, alloc: alloc, geometry: geometry, log: log, fatalCh: make(chan struct{})}
+	f := &FSM{
+		cat: cat, alloc: alloc, geometry: geometry, log: log, update: cat.Update,
+		fatalCh: make(chan struct{}), readOnly: map[string]*ReadOnlyError{},
+		roChanged: make(chan struct{}), closing: make(chan struct{}),
+	}
 	f.cond = sync.NewCond(&f.mu)
 	var idx uint64
 	if err := cat.View(func(tx *catalog.Tx) error {
@@ -194,7 +221,8 @@ func (f *FSM) Applied() uint64 {
 }
 
 // WaitApplied blocks until the applied index is at least idx, the FSM
-// stops, or ctx ends.
+// stops, the node is read-only (it returns the *ReadOnlyError: the index
+// may not be reached until the disk recovers), or ctx ends.
 func (f *FSM) WaitApplied(ctx context.Context, idx uint64) error {
 	stop := context.AfterFunc(ctx, func() {
 		f.mu.Lock()
@@ -207,6 +235,12 @@ func (f *FSM) WaitApplied(ctx context.Context, idx uint64) error {
 	for f.applied < idx {
 		if f.fatal != nil {
 			return f.fatal
+		}
+		if f.halt != nil {
+			return f.halt
+		}
+		if err := f.readOnlyLocked(); err != nil {
+			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -246,13 +280,26 @@ func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 // ApplyBatch implements raft.BatchingFSM: the whole batch is one catalog
 // transaction and one allocator commit, both carrying the last index.
+//
+// A failed catalog commit (the disk under the catalog is full or failing)
+// is neither fatal nor skipped: bbolt rolled the transaction back, so the
+// catalog is still at the previous batch; the allocator, which made the
+// batch's decisions in memory, is rebuilt from the catalog (its decisions
+// depend only on the set of owned pages, so the retry decides exactly as
+// the first attempt did). The node is read-only meanwhile, and the batch is
+// retried with a bounded, doubling wait until it commits or Close is
+// called. Apply errors (a command that does not decode, catalog and
+// allocator disagreeing) and allocator journal failures stay fatal.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
-	if err := f.Err(); err != nil {
+	fail := func(err error) []any {
 		for i := range out {
 			out[i] = Result{Err: err}
 		}
 		return out
+	}
+	if err := f.refusal(); err != nil {
+		return fail(err)
 	}
 	from := f.Applied()
 	last := logs[len(logs)-1].Index
@@ -263,7 +310,57 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		return out
 	}
-	err := f.cat.Update(func(tx *catalog.Tx) error {
+	wait := retryMinWait
+	for failed := false; ; failed = true {
+		applyErr, commitErr := f.applyOnce(logs, out, from, last)
+		if applyErr != nil {
+			f.stop(applyErr)
+			return fail(f.Err())
+		}
+		if commitErr == nil {
+			if failed {
+				f.clearReadOnly(whereCatalog)
+			}
+			break
+		}
+		f.setReadOnly(whereCatalog, commitErr)
+		if err := f.rebuildAllocator(context.Background(), from); err != nil {
+			f.stop(fmt.Errorf("after a failed catalog commit (%w): %w", commitErr, err))
+			return fail(f.Err())
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-f.closing:
+			t.Stop()
+			f.mu.Lock()
+			f.halt = fmt.Errorf("%w: entries %d..%d: %w", ErrClosed, logs[0].Index, last, commitErr)
+			f.cond.Broadcast()
+			f.mu.Unlock()
+			return fail(f.refusal())
+		}
+		wait = min(2*wait, retryMaxWait)
+	}
+	// Not waited for: the Raft log is the durable record; see Sync.
+	f.alloc.SetAppliedIndex(last)
+	if err := f.alloc.Submit(); err != nil {
+		// Memory may be ahead of disk: stop; a restart recovers from the
+		// log and Open's reconciliation.
+		f.stop(err)
+		return fail(f.Err())
+	}
+	f.mu.Lock()
+	f.applied = last
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	return out
+}
+
+// applyOnce applies logs in one catalog transaction, filling out. applyErr
+// is an error of applying a command (fatal); commitErr one of committing
+// the transaction (the catalog is unchanged, the allocator is not).
+func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyErr, commitErr error) {
+	err := f.update(func(tx *catalog.Tx) error {
 		for i, l := range logs {
 			out[i] = Result{}
 			if l.Index <= from || l.Type != raft.LogCommand {
@@ -271,35 +368,49 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			}
 			cmd, err := DecodeCommand(l.Data)
 			if err != nil {
-				return fmt.Errorf("entry %d: %w", l.Index, err)
+				applyErr = fmt.Errorf("entry %d: %w", l.Index, err)
+				return applyErr
 			}
 			res, err := f.apply(tx, l.Index, &cmd)
 			if err != nil {
-				return fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)
+				applyErr = fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)
+				return applyErr
 			}
 			out[i] = res
 		}
-		return tx.SetAppliedIndex(last)
+		if err := tx.SetAppliedIndex(last); err != nil {
+			applyErr = err
+		}
+		return applyErr
 	})
-	if err == nil {
-		// Not waited for: the Raft log is the durable record; see Sync.
-		f.alloc.SetAppliedIndex(last)
-		err = f.alloc.Submit()
+	if applyErr != nil {
+		return applyErr, nil
 	}
 	if err != nil {
-		// Memory may be ahead of disk: stop; a restart recovers from the
-		// log and Open's reconciliation.
-		f.stop(err)
-		for i := range out {
-			out[i] = Result{Err: f.Err()}
-		}
-		return out
+		return nil, fmt.Errorf("commit entries %d..%d: %w", max(logs[0].Index, from+1), last, err)
 	}
+	return nil, nil
+}
+
+// refusal is why no batch may be applied any more: a fatal error, or an
+// earlier batch abandoned at Close. nil otherwise.
+func (f *FSM) refusal() error {
 	f.mu.Lock()
-	f.applied = last
-	f.cond.Broadcast()
-	f.mu.Unlock()
-	return out
+	defer f.mu.Unlock()
+	if f.fatal != nil {
+		return f.fatal
+	}
+	return f.halt
+}
+
+// Close stops a wait to retry a failed catalog commit: the batch is then
+// abandoned (its entries answered with ErrClosed) and no later batch is
+// applied or snapshotted, so no entry is ever skipped; the durable state
+// stays consistent at Applied() and a restart replays the rest of the log.
+// Without a pending retry Close changes nothing. Call it before shutting
+// Raft down; an FSM serves one Node.
+func (f *FSM) Close() {
+	f.closeOnce.Do(func() { close(f.closing) })
 }
 
 // apply executes one command. A returned error is fatal (I/O, or catalog and
@@ -590,7 +701,7 @@ func (f *FSM) Sync(ctx context.Context) error {
 // state is synced first too, so that a clean restart (which does not
 // restore the snapshot) finds the catalog at least at the snapshot's index.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	if err := f.Err(); err != nil {
+	if err := f.refusal(); err != nil {
 		return nil, err
 	}
 	if err := f.Sync(context.Background()); err != nil {

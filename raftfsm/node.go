@@ -47,6 +47,7 @@ type NodeConfig struct {
 // does for it. Stop it with Close.
 type Node struct {
 	raft *raft.Raft
+	id   raft.ServerID
 	fsm  *FSM
 	logs *wal.WAL
 	meta *metadb.BoltMetaDB // raft-wal's WAL.Close leaves it open
@@ -155,14 +156,15 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, fsm, store, store, snaps, trans)
+	logs := &watchedLogStore{LogStore: store, fsm: fsm}
+	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, trans)
 	if err != nil {
 		trans.Close()
 		store.Close()
 		meta.Close()
 		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
 	}
-	n := &Node{raft: r, fsm: fsm, logs: store, meta: meta, walm: walm, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
+	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return n, nil
@@ -223,8 +225,19 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 	}
 }
 
-// Propose replicates c and returns the FSM's result once applied here.
+// ReadOnly returns nil when the node accepts writes, otherwise a
+// *ReadOnlyError saying why not (see ErrReadOnly).
+func (n *Node) ReadOnly() error { return n.fsm.ReadOnly() }
+
+// Propose replicates c and returns the FSM's result once applied here. A
+// read-only node refuses at once, proposing nothing. If the node turns
+// read-only while c is in flight, Propose returns the *ReadOnlyError
+// without waiting: c may still take effect once the disk recovers (like a
+// timeout, the outcome is unknown).
 func (n *Node) Propose(ctx context.Context, c *Command) (Result, error) {
+	if err := n.ReadOnly(); err != nil {
+		return Result{}, err
+	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -240,17 +253,62 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 		return Result{}, ErrNotLeader
 	}
 	f := n.raft.Apply(c.Encode(), timeout)
-	if err := f.Error(); err != nil {
+	if err := n.waitApply(f); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			return Result{}, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
 		return Result{}, err
 	}
 	res, _ := f.Response().(Result)
-	if errors.Is(res.Err, ErrStopped) {
+	if errors.Is(res.Err, ErrStopped) || errors.Is(res.Err, ErrClosed) {
 		return Result{}, res.Err
 	}
 	return res, nil
+}
+
+// waitApply waits until Raft answers f, the node turns read-only (the FSM
+// may then hold f's entry until the disk recovers), or the node closes.
+// The goroutine ends when Raft answers f, which it does for every entry it
+// accepted: applied, refused by a closed FSM, or failed at shutdown.
+func (n *Node) waitApply(f raft.ApplyFuture) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	for {
+		// Read the channel first: a change after the check closes it.
+		changed := n.fsm.ReadOnlyChanged()
+		if ro := n.ReadOnly(); ro != nil {
+			select {
+			case err := <-done: // answered meanwhile: prefer the outcome
+				return err
+			default:
+				return ro
+			}
+		}
+		select {
+		case err := <-done:
+			return err
+		case <-n.stop:
+			return raft.ErrRaftShutdown
+		case <-changed:
+		}
+	}
+}
+
+// soleVoter reports whether this node is the only voter of its group.
+func (n *Node) soleVoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	voters := 0
+	self := false
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+			self = self || s.ID == n.id
+		}
+	}
+	return voters == 1 && self
 }
 
 // ReadBarrier makes a following read linearizable: it confirms this node is
@@ -258,7 +316,30 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 // at that moment (the ReadIndex pattern). A new leader's commit index is
 // only known once it has committed an entry of its own term, so the first
 // read of a term first commits a no-op.
+//
+// A read-only node that is the only voter of its group skips the barrier
+// and reads its applied state: no other node can commit anything, and an
+// entry committed but not yet applied here (the FSM may be waiting for the
+// disk) has not been acknowledged to anyone, since a write is answered
+// only once applied. The applied state therefore reflects every completed
+// write and only grows, which is all a linearizable read needs; waiting
+// instead could last as long as the disk stays full. With other voters a
+// read-only node answers the *ReadOnlyError rather than wait.
 func (n *Node) ReadBarrier(ctx context.Context) error {
+	if err := n.ReadOnly(); err != nil {
+		if n.soleVoter() {
+			return nil
+		}
+		return err
+	}
+	err := n.readBarrier(ctx)
+	if errors.Is(err, ErrReadOnly) && n.soleVoter() {
+		return nil // turned read-only while waiting; see above
+	}
+	return err
+}
+
+func (n *Node) readBarrier(ctx context.Context) error {
 	if term := n.currentTerm(); n.readTerm.Load() != term {
 		if _, err := n.Propose(ctx, &Command{Kind: KindNoop}); err != nil {
 			return err
@@ -301,6 +382,7 @@ func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
 		close(n.stop)
+		n.fsm.Close() // a batch waiting for the disk must not hold Shutdown
 		n.wg.Wait()
 		err = n.raft.Shutdown().Error()
 		err = errors.Join(err, n.trans.Close(), n.logs.Close(), n.meta.Close())
@@ -309,3 +391,28 @@ func (n *Node) Close() error {
 }
 
 var _ io.Closer = (*Node)(nil)
+
+// watchedLogStore turns the node read-only when an append to the Raft log
+// fails, and writable again when one succeeds. hashicorp/raft answers a
+// failed append on the leader by stepping down; a single voter then
+// re-elects itself and its first act as leader is to append a no-op, so
+// Raft itself retries the log after each election and the first append
+// that succeeds ends the read-only state.
+type watchedLogStore struct {
+	raft.LogStore
+	fsm *FSM
+}
+
+func (s *watchedLogStore) StoreLog(l *raft.Log) error {
+	return s.StoreLogs([]*raft.Log{l})
+}
+
+func (s *watchedLogStore) StoreLogs(logs []*raft.Log) error {
+	if err := s.LogStore.StoreLogs(logs); err != nil {
+		err = fmt.Errorf("append entries %d..%d: %w", logs[0].Index, logs[len(logs)-1].Index, err)
+		s.fsm.setReadOnly(whereRaftLog, err)
+		return err
+	}
+	s.fsm.clearReadOnly(whereRaftLog)
+	return nil
+}

@@ -103,6 +103,9 @@ func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *
 
 // Delete removes key through Raft.
 func (s *Store) Delete(ctx context.Context, key string, cond Condition) error {
+	if err := s.raft.ReadOnly(); err != nil {
+		return mapErr(err)
+	}
 	c := &raftfsm.Command{Kind: raftfsm.KindDelete, Key: key, IfMatch: parseETag(cond.IfMatch)}
 	if cond.IfMatch != "" && c.IfMatch == 0 {
 		return ErrPreconditionFailed

@@ -40,9 +40,15 @@ func reviewFreeAddr(t testing.TB) string {
 
 func newReviewStack(t testing.TB, g volume.Geometry, cfg Config) *reviewStack {
 	t.Helper()
+	return newReviewStackOn(t, g, cfg, volume.NewMemDevice(g.VolumeSize, 1))
+}
+
+// newReviewStackOn is newReviewStack over dev, e.g. a MemDevice wrapped to
+// fail on command.
+func newReviewStackOn(t testing.TB, g volume.Geometry, cfg Config, dev volume.Device) *reviewStack {
+	t.Helper()
 	dir := t.TempDir()
 	log := slog.New(slog.DiscardHandler)
-	dev := volume.NewMemDevice(g.VolumeSize, 1)
 	vol, err := space.FormatVolume(dev, volume.FormatOptions{Geometry: g})
 	if err != nil {
 		t.Fatalf("format: %v", err)

@@ -84,6 +84,11 @@ func (u *upload) reserveNew(ctx context.Context, size int64) error {
 	id := newReservationID()
 	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
 	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
+	if errors.Is(err, raftfsm.ErrReadOnly) {
+		// The node turned read-only with the Reserve in flight: it may
+		// still be applied, so it is aborted with the rest.
+		u.ids = append(u.ids, id)
+	}
 	if err == nil {
 		err = res.Err
 	}
@@ -104,8 +109,13 @@ func (u *upload) reserveNew(ctx context.Context, size int64) error {
 func (u *upload) abort() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, id := range u.ids {
-		if _, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id}); err != nil {
+	for i, id := range u.ids {
+		_, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id})
+		if errors.Is(err, raftfsm.ErrReadOnly) {
+			u.s.abortWhenWritable(u.ids[i:])
+			break
+		}
+		if err != nil {
 			u.s.log.Warn("abort reservation; it will expire", "reservation", id, "err", err)
 		}
 	}
@@ -122,6 +132,9 @@ func (u *upload) writeAt(p []byte, off int64) error {
 // Put stores a blob: reserve, stream, sync, commit. Nothing is visible
 // until the commit, and a failure at any step aborts the reservations.
 func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
+	if err := s.raft.ReadOnly(); err != nil {
+		return BlobInfo{}, mapErr(err) // refused before reserving or reading anything
+	}
 	if req.Size > 0 && req.Size <= s.cfg.InlineMax {
 		return s.putInline(ctx, req)
 	}

@@ -42,6 +42,9 @@ type Proposer interface {
 	Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error)
 	ReadBarrier(ctx context.Context) error
 	IsLeader() bool
+	// ReadOnly is nil while the node accepts writes, else why not (an
+	// error matching raftfsm.ErrReadOnly).
+	ReadOnly() error
 }
 
 // Config tunes a Store.
@@ -147,6 +150,39 @@ func (s *Store) abortLater(id uint64) {
 	}()
 }
 
+// abortWhenWritable aborts reservations once the node accepts writes
+// again: an upload that failed because the node turned read-only may hold
+// some (or its Reserve may still be applied after recovery). If the store
+// closes first they expire at their deadline (or, on a single voter, at
+// the next start).
+func (s *Store) abortWhenWritable(ids []uint64) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for len(ids) > 0 {
+			for s.raft.ReadOnly() != nil {
+				select {
+				case <-s.stop:
+					return
+				case <-s.fsm.ReadOnlyChanged():
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: ids[0]})
+			cancel()
+			switch {
+			case err == nil:
+				ids = ids[1:]
+			case errors.Is(err, raftfsm.ErrReadOnly):
+				// read-only again: wait for the next recovery
+			default:
+				s.log.Warn("abort reservation; it will expire", "reservation", ids[0], "err", err)
+				ids = ids[1:]
+			}
+		}
+	}()
+}
+
 // reap proposes Expire on the leader whenever reservations are past their
 // deadline (uploads whose coordinator died or could not abort).
 func (s *Store) reap() {
@@ -223,6 +259,13 @@ func mapErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, raftfsm.ErrReadOnly):
+		reason := "I/O error"
+		var ro *raftfsm.ReadOnlyError
+		if errors.As(err, &ro) {
+			reason = ro.Reason()
+		}
+		return &ReadOnlyError{Reason: reason, Err: err}
 	case errors.Is(err, raftfsm.ErrNotLeader), errors.Is(err, raftfsm.ErrStopped):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, raftfsm.ErrNoSpace):

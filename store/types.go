@@ -30,7 +30,25 @@ var (
 	ErrCorruptData = errors.New("stored data failed verification")
 	// ErrInvalidKey: the key breaks a key rule (the message says which).
 	ErrInvalidKey = errors.New("invalid key")
+	// ErrReadOnly: the node cannot make changes durable because a disk
+	// under its Raft log or catalog is full or failing; reads still work
+	// and the node recovers on its own when the disk does. Returned as a
+	// *ReadOnlyError; errors.Is(err, syscall.ENOSPC) tells a full disk.
+	ErrReadOnly = errors.New("node is read-only")
 )
+
+// ReadOnlyError is the store's ErrReadOnly with its reason.
+type ReadOnlyError struct {
+	// Reason is safe to show to clients: which state could not be written
+	// and the error number's text, e.g. "catalog: no space left on device".
+	Reason string
+	Err    error // the full cause (paths, indexes), for logs
+}
+
+func (e *ReadOnlyError) Error() string { return e.Err.Error() }
+
+// Unwrap makes ErrReadOnly and the cause (e.g. syscall.ENOSPC) match.
+func (e *ReadOnlyError) Unwrap() []error { return []error{ErrReadOnly, e.Err} }
 
 // BlobInfo describes one committed version of a blob.
 type BlobInfo struct {

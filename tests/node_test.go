@@ -117,18 +117,26 @@ type node struct {
 // SIGTERM in t.Cleanup.
 func newNode(t testing.TB, flags ...string) *node {
 	t.Helper()
-	n := prepareNode(t, flags...)
+	n := prepareNode(t, t.TempDir(), flags...)
 	n.start()
 	return n
 }
 
-// prepareNode is newNode without the start, for a test that configures the
-// node further (useTLS) first.
-func prepareNode(t testing.TB, flags ...string) *node {
+// newNodeIn is newNode on the data directory dir.
+func newNodeIn(t testing.TB, dir string, flags ...string) *node {
+	t.Helper()
+	n := prepareNode(t, dir, flags...)
+	n.start()
+	return n
+}
+
+// prepareNode is newNodeIn without the start, for a test that configures
+// the node further (useTLS) first.
+func prepareNode(t testing.TB, dir string, flags ...string) *node {
 	t.Helper()
 	n := &node{
 		t:        t,
-		dir:      t.TempDir(),
+		dir:      dir,
 		httpAddr: freeAddr(t),
 		raftAddr: freeAddr(t),
 		flags:    flags,

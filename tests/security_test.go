@@ -40,7 +40,7 @@ func TestSecureNode(t *testing.T) {
 	if err := os.WriteFile(tokenPath, []byte("# e2e\nread "+e2eRead+"\nwrite "+e2eWrite+"\nadmin "+e2eAdmin+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := prepareNode(t, "-token-file", tokenPath, "-protect-metrics",
+	n := prepareNode(t, t.TempDir(), "-token-file", tokenPath, "-protect-metrics",
 		"-tls-cert", certPath, "-tls-key", keyPath,
 		"-peer-tls-cert", certPath, "-peer-tls-key", keyPath, "-peer-tls-ca", caPath, "-peer-mtls")
 	n.useTLS(&tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12})

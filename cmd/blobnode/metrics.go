@@ -85,6 +85,12 @@ func (m *nodeMetrics) watch(node *raftfsm.Node, st *storage) {
 		}
 		return 0
 	})
+	gauge("blobnode_read_only", "1 while the node refuses writes because a disk under its Raft log or catalog is full or failing.", func() float64 {
+		if node.ReadOnly() != nil {
+			return 1
+		}
+		return 0
+	})
 	gauge("blobnode_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(r.State()) })
 	gauge("blobnode_raft_commit_index", "Raft commit index.", func() float64 { return float64(r.CommitIndex()) })
 	gauge("blobnode_raft_applied_index", "Index the state machine has applied.", func() float64 { return float64(node.FSM().Applied()) })

@@ -172,6 +172,10 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		return nil, err
 	}
 	st.cat, err = catalog.Open(catPath, catalog.Options{Timeout: time.Second, NoSync: true})
+	if errors.Is(err, syscall.ENOSPC) {
+		st.close()
+		return nil, fmt.Errorf("open catalog: the disk is full; free space and start again (nothing was lost): %w", err)
+	}
 	if err != nil {
 		st.close()
 		return nil, fmt.Errorf("open catalog (is another blobnode using %s?): %w", cfg.dataDir, err)
@@ -246,6 +250,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = initGroup(startCtx, node, geometry)
 	cancel()
+	if ro := fsm.ReadOnly(); err != nil && ro != nil && !errors.Is(err, raftfsm.ErrReadOnly) {
+		// E.g. restarted with the disk still full: replay cannot proceed.
+		return fmt.Errorf("start: %w (%w)", ro, err)
+	}
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
@@ -262,6 +270,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		Gatherer:             reg,
 		Ready: func() error {
 			if err := fsm.Err(); err != nil {
+				return err
+			}
+			if err := fsm.ReadOnly(); err != nil {
+				var ro *raftfsm.ReadOnlyError
+				if errors.As(err, &ro) {
+					return errors.New("read-only: " + ro.Reason())
+				}
 				return err
 			}
 			if addr, _ := node.Raft().LeaderWithID(); addr == "" {
@@ -385,12 +400,21 @@ func status(node *raftfsm.Node, st *storage, s *store.Store) any {
 	r := node.Raft()
 	addr, id := r.LeaderWithID()
 	a := st.alloc.Stats()
+	reason := ""
+	var ro *raftfsm.ReadOnlyError
+	if errors.As(node.ReadOnly(), &ro) {
+		reason = ro.Reason()
+	}
 	return map[string]any{
-		"state":         r.State().String(),
-		"leader":        map[string]string{"id": string(id), "address": string(addr)},
-		"commit_index":  r.CommitIndex(),
-		"applied_index": node.FSM().Applied(),
-		"last_index":    r.LastIndex(),
+		// Writes are refused while a disk under the Raft log or catalog
+		// is full or failing; read_only_reason says which and why.
+		"read_only":        reason != "",
+		"read_only_reason": reason,
+		"state":            r.State().String(),
+		"leader":           map[string]string{"id": string(id), "address": string(addr)},
+		"commit_index":     r.CommitIndex(),
+		"applied_index":    node.FSM().Applied(),
+		"last_index":       r.LastIndex(),
 		"last_snapshot_index": func() uint64 {
 			v, _ := strconv.ParseUint(r.Stats()["last_snapshot_index"], 10, 64)
 			return v

@@ -1,0 +1,99 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/blobnode/blobnode/volume"
+)
+
+// heapFailDevice fails writes at or above from (the heap) with err while
+// err is set; the journal and allocator state below it keep working, as
+// when only blob data hits a bad or full region.
+type heapFailDevice struct {
+	volume.Device
+	mu   sync.Mutex // guards from, err
+	from int64
+	err  error
+}
+
+func (d *heapFailDevice) set(from int64, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.from, d.err = from, err
+}
+
+func (d *heapFailDevice) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	err := d.err
+	if off < d.from {
+		err = nil
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return 0, &fs.PathError{Op: "write", Path: "volume.blob", Err: err}
+	}
+	return d.Device.WriteAt(p, off)
+}
+
+// TestDataWriteFailureFreesReservation: when writing a blob's bytes fails
+// (disk full or failing under the volume), the PUT fails with that error
+// (not a refusal: the node is not read-only, the API answers 500), nothing
+// is stored, its reservation is freed at once, and a later PUT succeeds.
+func TestDataWriteFailureFreesReservation(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		errno syscall.Errno
+	}{
+		{"disk full", syscall.ENOSPC},
+		{"disk failing", syscall.EIO},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := volume.Geometry{SpageShift: 12, LpageShift: 18, VolumeSize: 16 << 20}
+			dev := &heapFailDevice{Device: volume.NewMemDevice(g.VolumeSize, 1)}
+			s := newReviewStackOn(t, g, Config{}, dev)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			kept := reviewBody(1, 300<<10) // above the pooled sizes: reserved per upload
+			if _, err := s.st.Put(ctx, PutRequest{Key: "kept", Size: int64(len(kept)), Body: bytes.NewReader(kept)}); err != nil {
+				t.Fatalf("PUT kept: %v", err)
+			}
+			used, open := s.alloc.Stats().UsedBytes, s.reservations(t)
+
+			dev.set(s.vol.Superblock().Layout.HeapOffset, tt.errno)
+			body := reviewBody(2, 300<<10)
+			_, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body)), Body: bytes.NewReader(body)})
+			if !errors.Is(err, tt.errno) || errors.Is(err, ErrReadOnly) || errors.Is(err, ErrNoSpace) {
+				t.Fatalf("PUT with failing data writes = %v; want %v, not a refusal", err, tt.errno)
+			}
+			if ro := s.node.ReadOnly(); ro != nil {
+				t.Fatalf("a data write error made the node read-only: %v", ro)
+			}
+			if got := s.alloc.Stats().UsedBytes; got != used {
+				t.Errorf("used bytes %d after the failed PUT, want %d (reservation not freed)", got, used)
+			}
+			if got := s.reservations(t); got != open {
+				t.Errorf("%d open reservations after the failed PUT, want %d", got, open)
+			}
+			if _, err := s.get(t, "k"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("GET after the failed PUT = %v; want ErrNotFound", err)
+			}
+
+			dev.set(0, nil)
+			if _, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body)), Body: bytes.NewReader(body)}); err != nil {
+				t.Fatalf("PUT after the disk recovered: %v", err)
+			}
+			for key, want := range map[string][]byte{"kept": kept, "k": body} {
+				if got, err := s.get(t, key); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("GET %s: %d bytes, %v; want %d bytes", key, len(got), err, len(want))
+				}
+			}
+		})
+	}
+}
