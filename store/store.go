@@ -8,8 +8,14 @@
 // point leaves either no visible blob (the reservation is aborted or
 // expires) or a blob whose bytes are on disk.
 //
+// A PUT of known size up to Config.InlineMax is one KindCommitInline entry
+// that carries the bytes: data and pointer become durable together with
+// the entry, and the state machine writes the bytes on every replica (see
+// raftfsm's FSM for why replay cannot write them over newer data).
+//
 // Checksums are CRC32C per chunk, seeded with the upload's identity (its
-// first reservation id) and the chunk's index. Extents freed and reused by
+// first reservation id, or a random id for an inline blob) and the chunk's
+// index. Extents freed and reused by
 // another blob therefore never verify as the old blob's bytes, so a read
 // racing a delete fails instead of returning another blob's data.
 package store

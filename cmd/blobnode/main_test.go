@@ -2,6 +2,8 @@ package main
 
 import (
 	"log/slog"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -115,5 +117,27 @@ func TestParseConfigLimits(t *testing.T) {
 		if _, err := parseConfig(bad, none); err == nil {
 			t.Errorf("parseConfig(%q) accepted", bad)
 		}
+	}
+}
+
+// TestPprofStops: the profiler serves until stop, which closes its
+// listener and returns only after the serving goroutine has ended.
+func TestPprofStops(t *testing.T) {
+	addr, stop, err := startPprof("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + addr.String() + "/debug/pprof/")
+	if err != nil {
+		t.Fatalf("pprof not served: %v", err)
+	}
+	resp.Body.Close()
+	stop()
+	if c, err := net.Dial("tcp", addr.String()); err == nil {
+		c.Close()
+		t.Fatal("pprof still listening after stop")
+	}
+	if _, _, err := startPprof("256.0.0.1:0", slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("a bad address was accepted")
 	}
 }

@@ -291,7 +291,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	srv := newHTTPServer(cfg, handler, log)
 	srv.TLSConfig = sec.httpTLS
 	if cfg.pprofAddr != "" {
-		go servePprof(cfg.pprofAddr, log)
+		_, stopPprof, err := startPprof(cfg.pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
 	}
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
