@@ -107,15 +107,25 @@ func TestBadUploads(t *testing.T) {
 	})
 
 	t.Run("TruncatedSmall", func(t *testing.T) {
+		// Small enough for the reservations the node pools ahead of time.
+		c := n.dialRaw(t)
+		writeAll(t, c, putHead("bad/truncated-small", "Content-Length: 50000"))
+		writeAll(t, c, payload(17, 20000))
+		reserved(t)
+		c.Close()
+		settle(t, "bad/truncated-small")
+	})
+
+	t.Run("TruncatedInline", func(t *testing.T) {
 		// Small enough to travel inline in its Raft entry: the node
 		// reserves nothing while it reads the body, so there is no event
 		// to wait for; the close may land before or during the read, and
 		// either way the PUT must fail and leave nothing.
 		c := n.dialRaw(t)
-		writeAll(t, c, putHead("bad/truncated-small", "Content-Length: 50000"))
-		writeAll(t, c, payload(17, 20000))
+		writeAll(t, c, putHead("bad/truncated-inline", "Content-Length: 9000"))
+		writeAll(t, c, payload(18, 3000))
 		c.Close()
-		settle(t, "bad/truncated-small")
+		settle(t, "bad/truncated-inline")
 	})
 
 	t.Run("ChunkedClientDisconnects", func(t *testing.T) {

@@ -15,10 +15,10 @@ import (
 )
 
 // crashBody is a body derived from name: 1 to 64 KiB.
-// crashBody is name's body: mostly 1-64 KiB, which travel inline in their
-// Raft entry, and one in eight 64-192 KiB, which stream to the volume and
-// often reuse the pages of deleted inline blobs (the case the volume's data
-// mark protects on replay).
+// crashBody is name's body: mostly 1-64 KiB (those up to 16 KiB travel
+// inline in their Raft entry, the others stream into pooled reservations),
+// and one in eight 64-192 KiB. Streamed blobs often reuse the pages of
+// deleted inline ones: the case the volume's data mark protects on replay.
 func crashBody(name string) []byte {
 	seed := seedOf(name)
 	if seed%8 == 0 {
