@@ -97,36 +97,31 @@ func TestBadUploads(t *testing.T) {
 			func() string { return fmt.Sprintf("held bytes stay %d: the upload never reserved space", u) })
 	}
 
-	t.Run("TruncatedThenClosed", func(t *testing.T) {
-		c := n.dialRaw(t)
-		writeAll(t, c, putHead("bad/truncated", "Content-Length: 100000"))
-		writeAll(t, c, payload(11, 40000))
-		reserved(t)
-		c.Close()
-		settle(t, "bad/truncated")
-	})
-
-	t.Run("TruncatedSmall", func(t *testing.T) {
-		// Small enough for the reservations the node pools ahead of time.
-		c := n.dialRaw(t)
-		writeAll(t, c, putHead("bad/truncated-small", "Content-Length: 50000"))
-		writeAll(t, c, payload(17, 20000))
-		reserved(t)
-		c.Close()
-		settle(t, "bad/truncated-small")
-	})
-
-	t.Run("TruncatedInline", func(t *testing.T) {
-		// Small enough to travel inline in its Raft entry: the node
-		// reserves nothing while it reads the body, so there is no event
-		// to wait for; the close may land before or during the read, and
-		// either way the PUT must fail and leave nothing.
-		c := n.dialRaw(t)
-		writeAll(t, c, putHead("bad/truncated-inline", "Content-Length: 9000"))
-		writeAll(t, c, payload(18, 3000))
-		c.Close()
-		settle(t, "bad/truncated-inline")
-	})
+	// Uploads cut after part of their declared body, on each PUT path.
+	// An inline upload reserves nothing while it reads its body, so there
+	// is no event to wait for: the close may land before or during the
+	// read, and either way the PUT must fail and leave nothing.
+	for _, tc := range []struct {
+		name         string
+		length, sent int64
+		waitReserved bool
+	}{
+		{"TruncatedThenClosed", 100000, 40000, true}, // streamed
+		{"TruncatedSmall", 50000, 20000, true},       // a pooled reservation
+		{"TruncatedInline", 9000, 3000, false},       // inline in its Raft entry
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "bad/" + strings.ToLower(tc.name)
+			c := n.dialRaw(t)
+			writeAll(t, c, putHead(key, fmt.Sprintf("Content-Length: %d", tc.length)))
+			writeAll(t, c, payload(seedOf(key), tc.sent))
+			if tc.waitReserved {
+				reserved(t)
+			}
+			c.Close()
+			settle(t, key)
+		})
+	}
 
 	t.Run("ChunkedClientDisconnects", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
