@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -120,4 +123,58 @@ func TestSecondInstanceOnSameDataDir(t *testing.T) {
 	n.stop()
 	n.start()
 	reviewRequireAll(t, n, blobs)
+}
+
+// TestKilledWhileFormatting kills the first start while it writes zeros
+// over its new volume: no volume file may be left (a half-formatted one
+// would be refused), and the next start formats afresh and serves.
+func TestKilledWhileFormatting(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(blobnodeBin, "-data-dir", dir, "-http-addr", freeAddr(t), "-raft-addr", freeAddr(t),
+		"-volume-size", "2GiB", "-zero-volume")
+	cmd.Env = nodeEnv()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "writing zeros over the new volume") {
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, stderr) // until the pipe closes
+	_ = cmd.Wait()
+	if _, err := os.Stat(filepath.Join(dir, "volume.blob")); !os.IsNotExist(err) {
+		t.Fatalf("a volume file exists after a start killed while formatting (stat: %v)", err)
+	}
+	n := newNodeIn(t, dir, "-volume-size", "64MiB")
+	n.put(t, "format/after-kill", []byte("fresh volume"))
+}
+
+// TestInterruptedFormat: a first start that died while formatting leaves
+// only its temporary file (the volume is renamed into place once durable);
+// the next start removes it, formats afresh and serves.
+func TestInterruptedFormat(t *testing.T) {
+	dir := t.TempDir()
+	leftover := filepath.Join(dir, "volume.blob.format")
+	if err := os.WriteFile(leftover, []byte("half a format"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := newNodeIn(t, dir)
+	n.put(t, "format/after", []byte("fresh volume"))
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("the interrupted format's file is still there (stat: %v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "volume.blob")); err != nil {
+		t.Fatalf("no volume after the format: %v", err)
+	}
+	n.stop()
+	n.start()
+	if r := n.do(t, http.MethodGet, blobPath("format/after"), nil); r.status != http.StatusOK || string(r.body) != "fresh volume" {
+		t.Fatalf("GET after restart: %v", r)
+	}
 }

@@ -106,27 +106,9 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		return nil, fmt.Errorf("no volume in %s: %w", cfg.dataDir, statErr)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
-		g := volume.Geometry{SpageShift: uint8(cfg.spageShift), LpageShift: uint8(cfg.lpageShift), VolumeSize: cfg.volumeSize}
-		log.Info("formatting a new volume", "path", path, "geometry", g.String())
-		dev, err := volume.CreateFileDevice(path, cfg.volumeSize)
-		if err != nil {
+		if st.vol, err = formatVolume(cfg, path, wrap, log); err != nil {
 			st.close()
 			return nil, err
-		}
-		if cfg.zeroVolume {
-			log.Info("writing zeros over the new volume", "bytes", cfg.volumeSize)
-			if err := volume.ZeroFill(dev); err != nil {
-				dev.Close()
-				os.Remove(path)
-				st.close()
-				return nil, err
-			}
-		}
-		if st.vol, err = space.FormatVolume(wrap(dev), volume.FormatOptions{Geometry: g}); err != nil {
-			dev.Close()
-			os.Remove(path) // a half-formatted volume would be refused next time
-			st.close()
-			return nil, fmt.Errorf("format %s: %w", path, err)
 		}
 		formatted = true
 	} else {
@@ -181,6 +163,51 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		return nil, fmt.Errorf("open catalog (is another blobnode using %s?): %w", cfg.dataDir, err)
 	}
 	return st, nil
+}
+
+// formatVolume creates and formats the volume under a temporary name and
+// renames it into place only once the format is durable, so a start that
+// dies part-way leaves no volume file, never a half-formatted one; the
+// leftover temporary file is removed by the next start.
+func formatVolume(cfg config, path string, wrap func(volume.Device) volume.Device, log *slog.Logger) (*volume.Volume, error) {
+	tmp := path + ".format"
+	if err := os.Remove(tmp); err == nil {
+		log.Warn("removed the volume of a format that did not finish", "path", tmp)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	g := volume.Geometry{SpageShift: uint8(cfg.spageShift), LpageShift: uint8(cfg.lpageShift), VolumeSize: cfg.volumeSize}
+	log.Info("formatting a new volume", "path", path, "geometry", g.String())
+	dev, err := volume.CreateFileDevice(tmp, cfg.volumeSize)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*volume.Volume, error) {
+		dev.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("format %s: %w", path, err)
+	}
+	if cfg.zeroVolume {
+		log.Info("writing zeros over the new volume", "bytes", cfg.volumeSize)
+		if err := volume.ZeroFill(dev); err != nil {
+			return fail(err)
+		}
+	}
+	vol, err := space.FormatVolume(wrap(dev), volume.FormatOptions{Geometry: g})
+	if err != nil {
+		return fail(err)
+	}
+	// FormatVolume synced the file; the rename is what makes it the volume.
+	if err := os.Rename(tmp, path); err != nil {
+		vol.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("format %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		vol.Close()
+		return nil, fmt.Errorf("format %s: %w", path, err)
+	}
+	return vol, nil
 }
 
 // run serves until ctx ends (SIGTERM) or the state machine stops, then
