@@ -263,7 +263,16 @@ func (b *uploadBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readAttempts bounds how often a GET starts over because the version it
+// was reading was deleted or replaced mid-read (store.ErrBlobChanged)
+// before any of the response was sent.
+const readAttempts = 3
+
 func (s *server) getBlob(w http.ResponseWriter, r *http.Request) {
+	s.getBlobAttempt(w, r, readAttempts)
+}
+
+func (s *server) getBlobAttempt(w http.ResponseWriter, r *http.Request, attempts int) {
 	key, err := blobKey(r)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -354,7 +363,14 @@ func (s *server) getBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !resp.committed {
-		// Nothing sent yet: the failure can still be answered properly.
+		// Nothing sent yet: the failure can still be answered properly,
+		// and a read that lost a race with a delete or a replace can
+		// start over and answer from the key's current state (headers
+		// are held in hdr until the first byte, so none leak across).
+		if errors.Is(err, store.ErrBlobChanged) && attempts > 1 {
+			s.getBlobAttempt(w, r, attempts-1)
+			return
+		}
 		s.writeError(w, r, err)
 		return
 	}

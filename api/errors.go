@@ -97,6 +97,9 @@ func classify(r *http.Request, err error) (status int, code, msg string) {
 		return http.StatusInsufficientStorage, CodeNoSpace, store.ErrNoSpace.Error()
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, CodeUnavailable, store.ErrUnavailable.Error()
+	case errors.Is(err, store.ErrBlobChanged):
+		// Only after getBlob's retries: the key keeps changing under reads.
+		return http.StatusServiceUnavailable, CodeUnavailable, store.ErrBlobChanged.Error()
 	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		return statusClientClosed, CodeClientClosed, "client closed the request"
 	default:

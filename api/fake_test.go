@@ -35,6 +35,10 @@ type fakeStore struct {
 	// reads the body: Put sends its key on gate.entered, then waits for
 	// gate.release to be closed or its context to end.
 	gate *putGate
+	// beforeRead, when set, runs at the start of every WriteRange with the
+	// store unlocked; a non-nil error is returned before any byte.
+	// Guarded by mu.
+	beforeRead func(key string) error
 }
 
 type putGate struct {
@@ -58,6 +62,12 @@ func (f *fakeStore) setFail(op string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fail[op] = err
+}
+
+func (f *fakeStore) setBeforeRead(fn func(key string) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.beforeRead = fn
 }
 
 func (f *fakeStore) setFailWriteAfter(n int64) {
@@ -239,6 +249,14 @@ func (o *fakeObject) Info() store.BlobInfo { return o.blob.info }
 func (o *fakeObject) WriteRange(ctx context.Context, w io.Writer, off, n int64) error {
 	if off < 0 || n < 0 || off+n > int64(len(o.blob.data)) {
 		return fmt.Errorf("fake: range [%d, %d) outside %d bytes", off, off+n, len(o.blob.data))
+	}
+	o.store.mu.Lock()
+	hook := o.store.beforeRead
+	o.store.mu.Unlock()
+	if hook != nil {
+		if err := hook(o.blob.info.Key); err != nil {
+			return err
+		}
 	}
 	data := o.blob.data[off : off+n]
 	for sent := int64(0); len(data) > 0; {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -279,4 +280,52 @@ func TestGetWriteRangeFailure(t *testing.T) {
 			t.Errorf("500 leaks detail or success headers: %v %s", r.header, r.body)
 		}
 	})
+}
+
+// TestGetStartsOverWhenBlobChanged: a read whose version is deleted or
+// replaced before the first byte is sent starts over and answers from the
+// key's current state; one that keeps losing the race gets 503 with
+// Retry-After after readAttempts tries, never a 500 or a wrong body.
+func TestGetStartsOverWhenBlobChanged(t *testing.T) {
+	tests := []struct {
+		name     string
+		change   func(e *testEnv) // run once, by the first read
+		always   bool             // every read loses the race
+		status   int
+		body     string
+		attempts int // WriteRange calls (a retry that finds no blob reads nothing)
+	}{
+		{"replaced", func(e *testEnv) {
+			e.store.Put(context.Background(), store.PutRequest{Key: "k", Size: 9, Body: strings.NewReader("new bytes")})
+		}, false, http.StatusOK, "new bytes", 2},
+		{"deleted", func(e *testEnv) { e.store.Delete(context.Background(), "k", store.Condition{}) }, false, http.StatusNotFound, "", 1},
+		{"keeps changing", nil, true, http.StatusServiceUnavailable, "", readAttempts},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, Config{})
+			e.put("k", []byte("old bytes"))
+			calls := 0
+			e.store.setBeforeRead(func(key string) error {
+				calls++
+				if calls == 1 && tt.change != nil {
+					tt.change(e)
+				}
+				if calls == 1 || tt.always {
+					return fmt.Errorf("%w: %q", store.ErrBlobChanged, key)
+				}
+				return nil
+			})
+			r := e.do(http.MethodGet, "/blobs/k", nil)
+			if r.status != tt.status || (tt.status == http.StatusOK && string(r.body) != tt.body) {
+				t.Fatalf("GET: %d %q; want %d %q", r.status, r.body, tt.status, tt.body)
+			}
+			if tt.status == http.StatusServiceUnavailable && (r.header.Get("Retry-After") == "" || r.errorCode() != CodeUnavailable) {
+				t.Fatalf("503 without Retry-After or with code %q", r.errorCode())
+			}
+			if calls != tt.attempts {
+				t.Fatalf("%d reads; want %d", calls, tt.attempts)
+			}
+		})
+	}
 }

@@ -57,9 +57,29 @@ func (o *object) WriteRange(ctx context.Context, w io.Writer, off, n int64) erro
 	defer o.s.bufs.Put(bufp)
 	err := copyVerified(ctx, o.s.vol, o.b, &o.ext, *bufp, w, off, n)
 	if errors.Is(err, ErrCorruptData) {
-		o.s.log.Error("chunk failed verification", "err", err)
+		if o.stillCurrent() {
+			o.s.log.Error("chunk failed verification", "err", err)
+			return err
+		}
+		// Versions never come back: if this one is gone now, its pages
+		// were freed after the read began, so the mismatch was a reuse.
+		return fmt.Errorf("%w: %q version %d", ErrBlobChanged, o.b.Key, o.b.Version)
 	}
 	return err
+}
+
+// stillCurrent reports whether the object's version is still the key's
+// (true also when that cannot be told, so real corruption is reported).
+func (o *object) stillCurrent() bool {
+	current := true
+	_ = o.s.fsm.View(func(tx *catalog.Tx) error {
+		b, ok, err := tx.GetBlob(o.b.Key)
+		if err == nil {
+			current = ok && b.Version == o.b.Version
+		}
+		return err
+	})
+	return current
 }
 
 // copyVerified writes bytes [off, off+n) of blob b (laid out on ext) to w,

@@ -28,6 +28,11 @@ var (
 	// ErrCorruptData: a chunk failed verification and no verified copy could
 	// be found. Never returned together with the bad bytes.
 	ErrCorruptData = errors.New("stored data failed verification")
+	// ErrBlobChanged: the version being read was deleted or replaced
+	// during the read and its pages taken by another blob; the chunk
+	// checks caught it, so no wrong byte was returned. Reading again
+	// finds the current state.
+	ErrBlobChanged = errors.New("blob deleted or replaced during the read")
 	// ErrInvalidKey: the key breaks a key rule (the message says which).
 	ErrInvalidKey = errors.New("invalid key")
 	// ErrReadOnly: the node cannot make changes durable because a disk
