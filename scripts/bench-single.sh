@@ -5,6 +5,7 @@
 #
 #   1 KiB blobs: -n 20000 -c 16, put then get
 #   1 MiB blobs: -n 500   -c 16, put then get
+#   blobnode alone, 1 client: 1 KiB x 1000 and 1 MiB x 200, put (fsyncs per PUT)
 #
 # Prints every blobbench table, blobnode's fsyncs per PUT (volume and Raft
 # log), and a
@@ -140,6 +141,21 @@ for run in "1KiB 20000" "1MiB 500"; do
 			'BEGIN { printf "%-5s %-4s %12.1f %12.1f %12.1f %10.2fx %10.2fx", s, p, b, f, m, (f > 0 ? b / f : 0), (m > 0 ? b / m : 0) }')")
 	done
 	unset ops
+done
+
+# One client: the fsyncs a lone PUT pays (nothing to share them with).
+for run in "1KiB 1000" "1MiB 200"; do
+	read -r size n <<<"$run"
+	syncs0=$(metric blobnode_volume_fsync_seconds_count)
+	appends0=$(metric blobnode_raft_log_appends_total)
+	echo "## blobnode ($node_http): $size x $n, 1 client"
+	"$work/blobbench" -addr "http://$node_http" -n "$n" -size "$size" -c 1 -ops put \
+		-prefix "bench/c1/$size/" || status=1
+	syncs1=$(metric blobnode_volume_fsync_seconds_count)
+	appends1=$(metric blobnode_raft_log_appends_total)
+	awk -v a="$syncs0" -v b="$syncs1" -v c="$appends0" -v d="$appends1" -v n="$n" \
+		'BEGIN { printf "blobnode fsyncs per PUT at 1 client: %.3f (volume %.3f, Raft log %.3f)\n", (b - a + d - c) / n, (b - a) / n, (d - c) / n }'
+	echo
 done
 
 echo "## summary (ops/s; ratio = blobnode / baseline)"
