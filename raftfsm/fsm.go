@@ -120,9 +120,19 @@ type FSM struct {
 	// the heap before its Commit, and that sync recorded a mark at least
 	// as high as every inline entry applied before its reservation; so
 	// replay rewrites only inline blobs newer than any such overwrite.
+	//
+	// The bytes are written only once the batch's catalog commit has
+	// succeeded: a commit that fails is rolled back, and the pages an
+	// inline blob of that batch was given may still belong, in the
+	// catalog the read-only node keeps serving, to a blob the batch
+	// deleted or replaced.
 	data       BlobData
 	openMark   uint64        // data's mark at attach
 	lastInline atomic.Uint64 // index of the last inline entry written
+	// pending holds the inline writes of the batch being applied, in
+	// log order, until its catalog commit succeeds. Used only by the
+	// goroutine that applies.
+	pending []inlineWrite
 
 	// update runs fn in one catalog write transaction (cat.Update; tests
 	// inject commit failures here).
@@ -321,6 +331,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			if failed {
 				f.clearReadOnly(whereCatalog)
 			}
+			if err := f.writePending(); err != nil {
+				// The catalog is ahead of the heap: stop; after the
+				// restart replay writes the bytes again.
+				f.stop(err)
+				return fail(f.Err())
+			}
 			break
 		}
 		f.setReadOnly(whereCatalog, commitErr)
@@ -360,6 +376,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // is an error of applying a command (fatal); commitErr one of committing
 // the transaction (the catalog is unchanged, the allocator is not).
 func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyErr, commitErr error) {
+	f.pending = f.pending[:0]
 	err := f.update(func(tx *catalog.Tx) error {
 		for i, l := range logs {
 			out[i] = Result{}
@@ -611,10 +628,10 @@ func (f *FSM) applyCommitInline(tx *catalog.Tx, index uint64, c *Command) (Resul
 		exts[i] = catalog.Extent(e)
 	}
 	if index > f.openMark {
-		if err := f.writeInline(exts, c.Data); err != nil {
-			return Result{}, err
+		if f.data == nil {
+			return Result{}, errors.New("inline blob, but no heap attached")
 		}
-		f.lastInline.Store(index)
+		f.pending = append(f.pending, inlineWrite{index: index, exts: exts, data: c.Data})
 	}
 	return f.mapKey(tx, index, c, exts, c.ChunkSize, cur, exists)
 }
@@ -641,10 +658,29 @@ func (f *FSM) mapKey(tx *catalog.Tx, index uint64, c *Command, exts []catalog.Ex
 	return res, tx.PutBlob(b)
 }
 
-func (f *FSM) writeInline(exts []catalog.Extent, data []byte) error {
-	if f.data == nil {
-		return errors.New("inline blob, but no heap attached")
+// inlineWrite is an inline blob's bytes waiting for its batch to commit.
+type inlineWrite struct {
+	index uint64
+	exts  []catalog.Extent
+	data  []byte
+}
+
+// writePending writes the committed batch's inline blobs in log order
+// (a later one may reuse the pages of an earlier one) and advances the
+// mark source past each.
+func (f *FSM) writePending() error {
+	for i, w := range f.pending {
+		if err := f.writeInline(w.exts, w.data); err != nil {
+			return fmt.Errorf("entry %d: %w", w.index, err)
+		}
+		f.lastInline.Store(w.index)
+		f.pending[i] = inlineWrite{}
 	}
+	f.pending = f.pending[:0]
+	return nil
+}
+
+func (f *FSM) writeInline(exts []catalog.Extent, data []byte) error {
 	for _, e := range exts {
 		n := min(int64(len(data)), e.Length)
 		if _, err := f.data.WriteAt(data[:n], e.Offset); err != nil {
