@@ -135,6 +135,10 @@ func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
 	if err := s.raft.ReadOnly(); err != nil {
 		return BlobInfo{}, mapErr(err) // refused before reserving or reading anything
 	}
+	if len(req.ContentType) > MaxContentTypeLen {
+		// Its Commit could never be proposed: refuse before the body.
+		return BlobInfo{}, fmt.Errorf("%w: content type of %d bytes, at most %d", ErrInvalidArgument, len(req.ContentType), MaxContentTypeLen)
+	}
 	if req.Size > 0 && req.Size <= s.cfg.InlineMax {
 		return s.putInline(ctx, req)
 	}

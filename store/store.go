@@ -35,6 +35,9 @@ import (
 // ChunkSize is the unit of checksumming and verification.
 const ChunkSize = 256 << 10
 
+// MaxContentTypeLen bounds a blob's content type, in bytes.
+const MaxContentTypeLen = raftfsm.MaxContentTypeLen
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Proposer is the Raft side the store drives (a *raftfsm.Node).
