@@ -65,6 +65,7 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 	defer func() { u.s.cfg.ObserveStage("reserve", time.Since(start)) }()
 	if len(u.ids) == 0 {
 		if r, ok := u.s.pool.take(size); ok {
+			u.track(r.deadline)
 			if u.identity == 0 {
 				u.identity = r.id
 			}
@@ -83,6 +84,7 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 func (u *upload) reserveNew(ctx context.Context, size int64) error {
 	id := newReservationID()
 	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
+	u.track(deadline)
 	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
 	if errors.Is(err, raftfsm.ErrReadOnly) {
 		// The node turned read-only with the Reserve in flight: it may
@@ -143,6 +145,7 @@ func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
 		return s.putInline(ctx, req)
 	}
 	u := &upload{s: s}
+	defer u.untrack()
 	info, err := s.put(ctx, u, req)
 	if err != nil && len(u.ids) > 0 {
 		u.abort()
