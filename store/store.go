@@ -310,7 +310,7 @@ func mapErr(err error) error {
 			reason = ro.Reason()
 		}
 		return &ReadOnlyError{Reason: reason, Err: err}
-	case errors.Is(err, raftfsm.ErrNotLeader), errors.Is(err, raftfsm.ErrStopped):
+	case errors.Is(err, raftfsm.ErrNotLeader), errors.Is(err, raftfsm.ErrStopped), errors.Is(err, raftfsm.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, raftfsm.ErrNoSpace):
 		return ErrNoSpace
