@@ -298,8 +298,11 @@ func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // depend only on the set of owned pages, so the retry decides exactly as
 // the first attempt did). The node is read-only meanwhile, and the batch is
 // retried with a bounded, doubling wait until it commits or Close is
-// called. Apply errors (a command that does not decode, catalog and
-// allocator disagreeing) and allocator journal failures stay fatal.
+// called. Once the catalog commit succeeded, the batch's inline blobs are
+// written to the heap; a failed write is retried the same way (see
+// writePendingRetrying). Apply errors (a command that does not decode,
+// catalog and allocator disagreeing) and allocator journal failures stay
+// fatal.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	fail := func(err error) []any {
@@ -331,11 +334,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			if failed {
 				f.clearReadOnly(whereCatalog)
 			}
-			if err := f.writePending(); err != nil {
-				// The catalog is ahead of the heap: stop; after the
-				// restart replay writes the bytes again.
-				f.stop(err)
-				return fail(f.Err())
+			if err := f.writePendingRetrying(logs[0].Index, last); err != nil {
+				return fail(err)
 			}
 			break
 		}
@@ -667,17 +667,46 @@ type inlineWrite struct {
 
 // writePending writes the committed batch's inline blobs in log order
 // (a later one may reuse the pages of an earlier one) and advances the
-// mark source past each.
+// mark source past each. After a failure f.pending holds the writes not
+// yet done, so a second call resumes.
 func (f *FSM) writePending() error {
-	for i, w := range f.pending {
+	for len(f.pending) > 0 {
+		w := f.pending[0]
 		if err := f.writeInline(w.exts, w.data); err != nil {
 			return fmt.Errorf("entry %d: %w", w.index, err)
 		}
 		f.lastInline.Store(w.index)
-		f.pending[i] = inlineWrite{}
+		f.pending[0] = inlineWrite{}
+		f.pending = f.pending[1:]
 	}
-	f.pending = f.pending[:0]
 	return nil
+}
+
+// writePendingRetrying writes the inline blobs of the committed batch
+// first..last. A failed write (the volume's disk full or failing) makes
+// the node read-only, like a failed catalog commit, and is retried with a
+// bounded, doubling wait until it succeeds. If Close comes first the state
+// machine stops: the catalog holds entries whose bytes are not on the
+// heap, so only an unclean start (replay from the snapshot) may follow.
+func (f *FSM) writePendingRetrying(first, last uint64) error {
+	wait := retryMinWait
+	for {
+		err := f.writePending()
+		if err == nil {
+			f.clearReadOnly(whereVolume)
+			return nil
+		}
+		f.setReadOnly(whereVolume, err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-f.closing:
+			t.Stop()
+			f.stop(fmt.Errorf("closed before the inline blobs of entries %d..%d were written: %w", first, last, err))
+			return f.Err()
+		}
+		wait = min(2*wait, retryMaxWait)
+	}
 }
 
 func (f *FSM) writeInline(exts []catalog.Extent, data []byte) error {
