@@ -334,9 +334,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			if failed {
 				f.clearReadOnly(whereCatalog)
 			}
-			if err := f.writePendingRetrying(logs[0].Index, last); err != nil {
-				return fail(err)
-			}
 			break
 		}
 		f.setReadOnly(whereCatalog, commitErr)
@@ -364,6 +361,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		// log and Open's reconciliation.
 		f.stop(err)
 		return fail(f.Err())
+	}
+	if err := f.writePendingRetrying(logs[0].Index, last); err != nil {
+		return fail(err)
 	}
 	f.mu.Lock()
 	f.applied = last
@@ -685,9 +685,11 @@ func (f *FSM) writePending() error {
 // writePendingRetrying writes the inline blobs of the committed batch
 // first..last. A failed write (the volume's disk full or failing) makes
 // the node read-only, like a failed catalog commit, and is retried with a
-// bounded, doubling wait until it succeeds. If Close comes first the state
-// machine stops: the catalog holds entries whose bytes are not on the
-// heap, so only an unclean start (replay from the snapshot) may follow.
+// bounded, doubling wait until it succeeds. The state machine stops
+// instead if the allocator's journal (on the same volume) fails
+// meanwhile, as it always does for a failing journal, or if Close comes
+// first: the catalog holds entries whose bytes are not on the heap, so
+// only an unclean start (replay from the snapshot) may follow.
 func (f *FSM) writePendingRetrying(first, last uint64) error {
 	wait := retryMinWait
 	for {
@@ -703,6 +705,10 @@ func (f *FSM) writePendingRetrying(first, last uint64) error {
 		case <-f.closing:
 			t.Stop()
 			f.stop(fmt.Errorf("closed before the inline blobs of entries %d..%d were written: %w", first, last, err))
+			return f.Err()
+		}
+		if jerr := f.alloc.Submit(); jerr != nil { // nothing new: reports a failed journal
+			f.stop(fmt.Errorf("inline blobs of entries %d..%d not written (%w), and the journal failed: %w", first, last, err, jerr))
 			return f.Err()
 		}
 		wait = min(2*wait, retryMaxWait)
