@@ -51,7 +51,8 @@
 // 400 InvalidArgument, a mismatch (found by the store) 400 BadDigest.
 // "If-None-Match: *" creates only; "If-Match" takes one entity-tag. Other
 // forms of those headers are 400 InvalidArgument, since the store could not
-// honour them.
+// honour them, and so is a Content-Type over store.MaxContentTypeLen bytes
+// (refused before the body is read).
 //
 // # Reads
 //

@@ -72,6 +72,8 @@ func classify(r *http.Request, err error) (status int, code, msg string) {
 		return ae.status, ae.code, ae.msg
 	case errors.Is(err, store.ErrInvalidKey):
 		return http.StatusBadRequest, CodeInvalidKey, err.Error()
+	case errors.Is(err, store.ErrInvalidArgument):
+		return http.StatusBadRequest, CodeInvalidArgument, err.Error()
 	case errors.Is(err, store.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, CodeTooLarge, store.ErrTooLarge.Error()
 	case errors.Is(err, store.ErrBadDigest):

@@ -324,3 +324,18 @@ func TestClientGoneIsNotAServerError(t *testing.T) {
 		t.Error("no request counted with code 499")
 	}
 }
+
+// The store refuses a field over its limit (a Content-Type too long for
+// a command) as store.ErrInvalidArgument: 400 InvalidArgument, with the
+// store's message, never 413 or 500.
+func TestPutInvalidArgumentFromStore(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.store.setFail("put", fmt.Errorf("%w: content type of 2000 bytes, at most 1024", store.ErrInvalidArgument))
+	r := e.do(http.MethodPut, "/blobs/k", strings.NewReader("abc"), "Content-Type", strings.Repeat("a", 2000))
+	if r.status != http.StatusBadRequest || r.errorCode() != CodeInvalidArgument {
+		t.Fatalf("status %d code %q; want 400 %s", r.status, r.errorCode(), CodeInvalidArgument)
+	}
+	if !strings.Contains(r.errorMessage(), "content type") {
+		t.Errorf("message %q does not say what was invalid", r.errorMessage())
+	}
+}

@@ -45,6 +45,9 @@ const (
 // MaxInlineSize bounds the Data of a KindCommitInline entry.
 const MaxInlineSize = 64 << 10
 
+// MaxContentTypeLen bounds a Commit's ContentType, in bytes.
+const MaxContentTypeLen = 1024
+
 // Command is one Raft log entry's payload. Which fields matter depends on
 // Kind; the others are zero and not encoded.
 type Command struct {
@@ -84,7 +87,7 @@ type Command struct {
 // decoder allocate without bound.
 const (
 	maxKeyLen       = 1024
-	maxContentType  = 1024
+	maxContentType  = MaxContentTypeLen
 	maxChecksums    = 1 << 20
 	maxGeometryLen  = 256
 	maxReservations = 1 << 16

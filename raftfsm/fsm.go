@@ -120,9 +120,19 @@ type FSM struct {
 	// the heap before its Commit, and that sync recorded a mark at least
 	// as high as every inline entry applied before its reservation; so
 	// replay rewrites only inline blobs newer than any such overwrite.
+	//
+	// The bytes are written only once the batch's catalog commit has
+	// succeeded: a commit that fails is rolled back, and the pages an
+	// inline blob of that batch was given may still belong, in the
+	// catalog the read-only node keeps serving, to a blob the batch
+	// deleted or replaced.
 	data       BlobData
 	openMark   uint64        // data's mark at attach
 	lastInline atomic.Uint64 // index of the last inline entry written
+	// pending holds the inline writes of the batch being applied, in
+	// log order, until its catalog commit succeeds. Used only by the
+	// goroutine that applies.
+	pending []inlineWrite
 
 	// update runs fn in one catalog write transaction (cat.Update; tests
 	// inject commit failures here).
@@ -288,8 +298,11 @@ func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // depend only on the set of owned pages, so the retry decides exactly as
 // the first attempt did). The node is read-only meanwhile, and the batch is
 // retried with a bounded, doubling wait until it commits or Close is
-// called. Apply errors (a command that does not decode, catalog and
-// allocator disagreeing) and allocator journal failures stay fatal.
+// called. Once the catalog commit succeeded, the batch's inline blobs are
+// written to the heap; a failed write is retried the same way (see
+// writePendingRetrying). Apply errors (a command that does not decode,
+// catalog and allocator disagreeing) and allocator journal failures stay
+// fatal.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	fail := func(err error) []any {
@@ -349,6 +362,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		f.stop(err)
 		return fail(f.Err())
 	}
+	if err := f.writePendingRetrying(logs[0].Index, last); err != nil {
+		return fail(err)
+	}
 	f.mu.Lock()
 	f.applied = last
 	f.cond.Broadcast()
@@ -360,6 +376,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // is an error of applying a command (fatal); commitErr one of committing
 // the transaction (the catalog is unchanged, the allocator is not).
 func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyErr, commitErr error) {
+	f.pending = f.pending[:0]
 	err := f.update(func(tx *catalog.Tx) error {
 		for i, l := range logs {
 			out[i] = Result{}
@@ -611,10 +628,10 @@ func (f *FSM) applyCommitInline(tx *catalog.Tx, index uint64, c *Command) (Resul
 		exts[i] = catalog.Extent(e)
 	}
 	if index > f.openMark {
-		if err := f.writeInline(exts, c.Data); err != nil {
-			return Result{}, err
+		if f.data == nil {
+			return Result{}, errors.New("inline blob, but no heap attached")
 		}
-		f.lastInline.Store(index)
+		f.pending = append(f.pending, inlineWrite{index: index, exts: exts, data: c.Data})
 	}
 	return f.mapKey(tx, index, c, exts, c.ChunkSize, cur, exists)
 }
@@ -641,10 +658,64 @@ func (f *FSM) mapKey(tx *catalog.Tx, index uint64, c *Command, exts []catalog.Ex
 	return res, tx.PutBlob(b)
 }
 
-func (f *FSM) writeInline(exts []catalog.Extent, data []byte) error {
-	if f.data == nil {
-		return errors.New("inline blob, but no heap attached")
+// inlineWrite is an inline blob's bytes waiting for its batch to commit.
+type inlineWrite struct {
+	index uint64
+	exts  []catalog.Extent
+	data  []byte
+}
+
+// writePending writes the committed batch's inline blobs in log order
+// (a later one may reuse the pages of an earlier one) and advances the
+// mark source past each. After a failure f.pending holds the writes not
+// yet done, so a second call resumes.
+func (f *FSM) writePending() error {
+	for len(f.pending) > 0 {
+		w := f.pending[0]
+		if err := f.writeInline(w.exts, w.data); err != nil {
+			return fmt.Errorf("entry %d: %w", w.index, err)
+		}
+		f.lastInline.Store(w.index)
+		f.pending[0] = inlineWrite{}
+		f.pending = f.pending[1:]
 	}
+	return nil
+}
+
+// writePendingRetrying writes the inline blobs of the committed batch
+// first..last. A failed write (the volume's disk full or failing) makes
+// the node read-only, like a failed catalog commit, and is retried with a
+// bounded, doubling wait until it succeeds. The state machine stops
+// instead if the allocator's journal (on the same volume) fails
+// meanwhile, as it always does for a failing journal, or if Close comes
+// first: the catalog holds entries whose bytes are not on the heap, so
+// only an unclean start (replay from the snapshot) may follow.
+func (f *FSM) writePendingRetrying(first, last uint64) error {
+	wait := retryMinWait
+	for {
+		err := f.writePending()
+		if err == nil {
+			f.clearReadOnly(whereVolume)
+			return nil
+		}
+		f.setReadOnly(whereVolume, err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-f.closing:
+			t.Stop()
+			f.stop(fmt.Errorf("closed before the inline blobs of entries %d..%d were written: %w", first, last, err))
+			return f.Err()
+		}
+		if jerr := f.alloc.Submit(); jerr != nil { // nothing new: reports a failed journal
+			f.stop(fmt.Errorf("inline blobs of entries %d..%d not written (%w), and the journal failed: %w", first, last, err, jerr))
+			return f.Err()
+		}
+		wait = min(2*wait, retryMaxWait)
+	}
+}
+
+func (f *FSM) writeInline(exts []catalog.Extent, data []byte) error {
 	for _, e := range exts {
 		n := min(int64(len(data)), e.Length)
 		if _, err := f.data.WriteAt(data[:n], e.Offset); err != nil {

@@ -7,8 +7,8 @@ import (
 )
 
 // ErrReadOnly is in the chain of every error returned because the node is
-// read-only: a disk under the Raft log or the catalog refused a write (full
-// or failing). Reads keep serving the last applied state; writes fail fast
+// read-only: a disk under the Raft log, the catalog or (for the bytes of an
+// inline blob) the volume refused a write (full or failing). Reads keep serving the last applied state; writes fail fast
 // until the failed operation succeeds again, which the node retries on its
 // own. errors.Is(err, syscall.ENOSPC) tells a full disk from other failures.
 var ErrReadOnly = errors.New("node is read-only")
@@ -16,7 +16,7 @@ var ErrReadOnly = errors.New("node is read-only")
 // ReadOnlyError says why the node is read-only: which part of its state
 // could not be written, and the I/O error that stopped it.
 type ReadOnlyError struct {
-	Where string // "raft log" or "catalog"
+	Where string // "raft log", "catalog" or "volume"
 	Err   error  // the write's error, with its path (for logs)
 }
 
@@ -41,6 +41,7 @@ func (e *ReadOnlyError) Reason() string {
 const (
 	whereRaftLog = "raft log"
 	whereCatalog = "catalog"
+	whereVolume  = "volume" // inline blobs' bytes (KindCommitInline)
 )
 
 // setReadOnly records that writes to where fail with err. The first cause

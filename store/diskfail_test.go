@@ -97,3 +97,67 @@ func TestDataWriteFailureFreesReservation(t *testing.T) {
 		})
 	}
 }
+
+// TestInlineWriteFailureKeepsNodeUp: a small blob's bytes are written by
+// the state machine (KindCommitInline). When that write fails (disk full
+// or failing under the volume), the node must not stop: it is read-only
+// while the write fails, keeps serving reads, and once the disk recovers
+// it finishes the entry and takes writes again.
+func TestInlineWriteFailureKeepsNodeUp(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		errno syscall.Errno
+	}{
+		{"disk full", syscall.ENOSPC},
+		{"disk failing", syscall.EIO},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := volume.Geometry{SpageShift: 12, LpageShift: 18, VolumeSize: 16 << 20}
+			dev := &heapFailDevice{Device: volume.NewMemDevice(g.VolumeSize, 1)}
+			s := newReviewStackOn(t, g, Config{}, dev)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			kept := reviewBody(1, 3000)
+			if _, err := s.st.Put(ctx, PutRequest{Key: "kept", Size: int64(len(kept)), Body: bytes.NewReader(kept)}); err != nil {
+				t.Fatalf("PUT kept: %v", err)
+			}
+
+			dev.set(s.vol.Superblock().Layout.HeapOffset, tt.errno)
+			body := reviewBody(2, 4000)
+			if _, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body)), Body: bytes.NewReader(body)}); err == nil {
+				t.Fatal("inline PUT succeeded while data writes fail")
+			}
+			if err := s.fsm.Err(); err != nil {
+				t.Fatalf("a failed inline data write stopped the state machine: %v", err)
+			}
+			if ro := s.node.ReadOnly(); !errors.Is(ro, tt.errno) {
+				t.Fatalf("ReadOnly() = %v while inline data writes fail; want it to match %v", ro, tt.errno)
+			}
+			if got, err := s.get(t, "kept"); err != nil || !bytes.Equal(got, kept) {
+				t.Fatalf("GET kept while read-only: %d bytes, %v", len(got), err)
+			}
+
+			dev.set(0, nil)
+			for s.node.ReadOnly() != nil {
+				changed := s.fsm.ReadOnlyChanged()
+				if s.node.ReadOnly() == nil {
+					break
+				}
+				select {
+				case <-changed:
+				case <-ctx.Done():
+					t.Fatal("still read-only after the disk recovered")
+				}
+			}
+			body2 := reviewBody(3, 5000)
+			if _, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body2)), Body: bytes.NewReader(body2)}); err != nil {
+				t.Fatalf("PUT after the disk recovered: %v", err)
+			}
+			for key, want := range map[string][]byte{"kept": kept, "k": body2} {
+				if got, err := s.get(t, key); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("GET %s: %d bytes, %v; want %d bytes", key, len(got), err, len(want))
+				}
+			}
+		})
+	}
+}

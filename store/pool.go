@@ -27,9 +27,10 @@ const (
 )
 
 type pooled struct {
-	id      uint64
-	exts    []catalog.Extent
-	created time.Time
+	id       uint64
+	exts     []catalog.Extent
+	created  time.Time
+	deadline int64 // unix ns, as in its Reserve
 }
 
 type reservationPool struct {
@@ -102,9 +103,10 @@ func (p *reservationPool) refill(class int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	now := p.s.cfg.Now()
+	deadline := now.Add(p.s.cfg.ReservationTTL).UnixNano()
 	res, err := p.s.raft.Propose(ctx, &raftfsm.Command{
 		Kind: raftfsm.KindReserveBatch, ReservationIDs: ids, Size: class,
-		Deadline: now.Add(p.s.cfg.ReservationTTL).UnixNano(),
+		Deadline: deadline,
 	})
 	if err != nil {
 		return // not the leader, shutting down: uploads reserve directly
@@ -116,7 +118,7 @@ func (p *reservationPool) refill(class int64) {
 			orphans = append(orphans, ids[i])
 			continue
 		}
-		p.ready[class] = append(p.ready[class], pooled{id: ids[i], exts: exts, created: now})
+		p.ready[class] = append(p.ready[class], pooled{id: ids[i], exts: exts, created: now, deadline: deadline})
 	}
 	p.mu.Unlock()
 	for _, id := range orphans {

@@ -65,6 +65,7 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 	defer func() { u.s.cfg.ObserveStage("reserve", time.Since(start)) }()
 	if len(u.ids) == 0 {
 		if r, ok := u.s.pool.take(size); ok {
+			u.track(r.deadline)
 			if u.identity == 0 {
 				u.identity = r.id
 			}
@@ -83,6 +84,7 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 func (u *upload) reserveNew(ctx context.Context, size int64) error {
 	id := newReservationID()
 	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
+	u.track(deadline)
 	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
 	if errors.Is(err, raftfsm.ErrReadOnly) {
 		// The node turned read-only with the Reserve in flight: it may
@@ -135,10 +137,15 @@ func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
 	if err := s.raft.ReadOnly(); err != nil {
 		return BlobInfo{}, mapErr(err) // refused before reserving or reading anything
 	}
+	if len(req.ContentType) > MaxContentTypeLen {
+		// Its Commit could never be proposed: refuse before the body.
+		return BlobInfo{}, fmt.Errorf("%w: content type of %d bytes, at most %d", ErrInvalidArgument, len(req.ContentType), MaxContentTypeLen)
+	}
 	if req.Size > 0 && req.Size <= s.cfg.InlineMax {
 		return s.putInline(ctx, req)
 	}
 	u := &upload{s: s}
+	defer u.untrack()
 	info, err := s.put(ctx, u, req)
 	if err != nil && len(u.ids) > 0 {
 		u.abort()

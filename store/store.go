@@ -41,6 +41,9 @@ import (
 // ChunkSize is the unit of checksumming and verification.
 const ChunkSize = 256 << 10
 
+// MaxContentTypeLen bounds a blob's content type, in bytes.
+const MaxContentTypeLen = raftfsm.MaxContentTypeLen
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Proposer is the Raft side the store drives (a *raftfsm.Node).
@@ -94,6 +97,13 @@ type Store struct {
 
 	bufs sync.Pool // *[]byte of ChunkSize
 
+	// live holds, for each upload in progress, the earliest deadline of
+	// the reservations it writes into; the reaper never expires one of
+	// those (see reapNow). An upload is tracked from before its Reserve is
+	// proposed until it committed or aborted.
+	liveMu sync.Mutex // guards live
+	live   map[*upload]int64
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
@@ -125,6 +135,7 @@ func New(p Proposer, fsm *raftfsm.FSM, vol *volume.Volume, cfg Config) *Store {
 		lpage: vol.Superblock().Geometry.LpageSize(),
 		spage: vol.Superblock().Geometry.SpageSize(),
 		stop:  make(chan struct{}),
+		live:  map[*upload]int64{},
 	}
 	s.pool = newPool(s)
 	s.bufs.New = func() any { b := make([]byte, ChunkSize); return &b }
@@ -211,7 +222,7 @@ func (s *Store) reap() {
 		if !s.raft.IsLeader() {
 			continue
 		}
-		now := s.cfg.Now().UnixNano()
+		now := s.reapNow()
 		var expired []catalog.Reservation
 		if err := s.fsm.View(func(tx *catalog.Tx) error {
 			var err error
@@ -226,6 +237,39 @@ func (s *Store) reap() {
 		}
 		cancel()
 	}
+}
+
+// reapNow is the time the reaper expires reservations at: the clock, but
+// before the earliest deadline of any upload still writing. A slow upload
+// may outlast its reservation (the body timeout bounds only silence); had
+// its pages been freed, another blob would be given them and then be
+// overwritten by the rest of the upload.
+func (s *Store) reapNow() int64 {
+	now := s.cfg.Now().UnixNano()
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	for _, d := range s.live {
+		if d <= now {
+			now = d - 1
+		}
+	}
+	return now
+}
+
+// track records that u writes into a reservation due at deadline.
+func (u *upload) track(deadline int64) {
+	u.s.liveMu.Lock()
+	defer u.s.liveMu.Unlock()
+	if d, ok := u.s.live[u]; !ok || deadline < d {
+		u.s.live[u] = deadline
+	}
+}
+
+// untrack ends the protection of u's reservations from the reaper.
+func (u *upload) untrack() {
+	u.s.liveMu.Lock()
+	defer u.s.liveMu.Unlock()
+	delete(u.s.live, u)
 }
 
 // checksumSeed is the CRC32C state a chunk's checksum starts from.
@@ -279,7 +323,7 @@ func mapErr(err error) error {
 			reason = ro.Reason()
 		}
 		return &ReadOnlyError{Reason: reason, Err: err}
-	case errors.Is(err, raftfsm.ErrNotLeader), errors.Is(err, raftfsm.ErrStopped):
+	case errors.Is(err, raftfsm.ErrNotLeader), errors.Is(err, raftfsm.ErrStopped), errors.Is(err, raftfsm.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, raftfsm.ErrNoSpace):
 		return ErrNoSpace

@@ -35,6 +35,10 @@ var (
 	ErrBlobChanged = errors.New("blob deleted or replaced during the read")
 	// ErrInvalidKey: the key breaks a key rule (the message says which).
 	ErrInvalidKey = errors.New("invalid key")
+	// ErrInvalidArgument: another field of the request breaks a limit
+	// (e.g. a Content-Type longer than MaxContentTypeLen). Nothing was
+	// read or stored.
+	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrReadOnly: the node cannot make changes durable because a disk
 	// under its Raft log or catalog is full or failing; reads still work
 	// and the node recovers on its own when the disk does. Returned as a
