@@ -151,7 +151,8 @@ func TestInlineReplayKeepsNewerUpload(t *testing.T) {
 			}
 			if wipeMark {
 				s.mem.SetCrashAt(0)
-				if _, err := s.mem.WriteAt(make([]byte, 1024), 1024); err != nil {
+				// Both mark pages (format version 2).
+				if _, err := s.mem.WriteAt(make([]byte, 2*4096), volume.SuperblockSize); err != nil {
 					t.Fatal(err)
 				}
 				if err := s.mem.Sync(); err != nil {

@@ -8,17 +8,37 @@ import (
 // The data mark is a counter the volume's user attaches to data syncs
 // (blobnode: the Raft index of the last blob the state machine wrote from
 // the log). Its invariant: every heap write the user issued before the
-// counter reached m is durable once the volume reports m durable. It lives in two ping-pong slots inside the
-// superblock's 4 KiB, past the superblock itself, so that a torn write of
-// one slot leaves the other, and the superblock's own bytes, intact. A
-// volume formatted before the mark existed reads as mark 0 (nothing
-// known), which is always safe.
+// counter reached m is durable once the volume reports m durable. It lives
+// in two ping-pong slots, written alternately, so that a torn write of one
+// leaves the other. From format version 2 each slot has a page of its own
+// between the superblock and the journal: writing a mark never rewrites
+// the superblock's page, and no single torn page write can lose both
+// slots. Version 1 volumes, formatted before those pages existed, keep the
+// slots in sectors 2 and 3 of the superblock's page. A slot never written
+// reads as no mark (0, nothing known), which is always safe.
 const (
-	markSlot0   = 1024
-	markSlot1   = 1536
+	markPages   = 2 // version >= 2: [SuperblockSize, +markPages*4096)
 	markMagic   = "BNDMARK1"
 	markEncoded = 8 + 8 + 4 // magic, mark, CRC32C of the first 16 bytes
 )
+
+// markSlots returns the offsets of the two mark slots of a volume of the
+// given format version.
+func markSlots(version uint32) [2]int64 {
+	if version < 2 {
+		return [2]int64{1024, 1536}
+	}
+	return [2]int64{SuperblockSize, SuperblockSize + regionAlign}
+}
+
+// journalOffset is where the journal region starts in a volume of the
+// given format version.
+func journalOffset(version uint32) int64 {
+	if version < 2 {
+		return SuperblockSize
+	}
+	return SuperblockSize + markPages*regionAlign
+}
 
 func encodeMark(m uint64) []byte {
 	b := make([]byte, markEncoded)
@@ -38,18 +58,18 @@ func decodeMark(b []byte) (m uint64, ok bool) {
 	return binary.LittleEndian.Uint64(b[8:]), true
 }
 
-// readMark returns the larger intact slot's mark and the slot to write
-// next (the other one).
-func readMark(superblock []byte) (mark uint64, next int64) {
-	m0, ok0 := decodeMark(superblock[markSlot0:])
-	m1, ok1 := decodeMark(superblock[markSlot1:])
+// readMark decodes the two slots and returns the larger intact mark and
+// the index of the slot to write next (the other one).
+func readMark(slot0, slot1 []byte) (mark uint64, next int) {
+	m0, ok0 := decodeMark(slot0)
+	m1, ok1 := decodeMark(slot1)
 	switch {
 	case ok0 && (!ok1 || m0 >= m1):
-		return m0, markSlot1
+		return m0, 1
 	case ok1:
-		return m1, markSlot0
+		return m1, 0
 	}
-	return 0, markSlot0
+	return 0, 0
 }
 
 // DataMark returns the data mark that was durable when the volume was
@@ -84,13 +104,13 @@ func (s *dataSync) syncMarked(src func() uint64) error {
 	if m <= s.markWritten {
 		return nil
 	}
-	if _, err := s.dev.WriteAt(encodeMark(m), s.markNext); err != nil {
+	if _, err := s.dev.WriteAt(encodeMark(m), s.markSlots[s.markNext]); err != nil {
 		return fmt.Errorf("write data mark: %w", err)
 	}
 	if err := s.dev.Sync(); err != nil {
 		return err
 	}
 	s.markWritten = m
-	s.markNext = markSlot0 + markSlot1 - s.markNext
+	s.markNext = 1 - s.markNext
 	return nil
 }

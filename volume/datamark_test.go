@@ -76,35 +76,94 @@ func TestDataMarkCrashSweep(t *testing.T) {
 // ignored, the larger intact one wins, and the next write goes to the
 // other slot.
 func TestDataMarkSlots(t *testing.T) {
-	sb := func(slots map[int64][]byte) []byte {
-		b := make([]byte, SuperblockSize)
-		for off, s := range slots {
-			copy(b[off:], s)
-		}
-		return b
-	}
 	torn := encodeMark(9)
 	torn[10] ^= 1
+	none := make([]byte, markEncoded)
 	tests := []struct {
-		name     string
-		slots    map[int64][]byte
-		wantMark uint64
-		wantNext int64
+		name         string
+		slot0, slot1 []byte
+		wantMark     uint64
+		wantNext     int
 	}{
-		{"none", nil, 0, markSlot0},
-		{"slot0", map[int64][]byte{markSlot0: encodeMark(3)}, 3, markSlot1},
-		{"slot1", map[int64][]byte{markSlot1: encodeMark(4)}, 4, markSlot0},
-		{"both, 1 newer", map[int64][]byte{markSlot0: encodeMark(3), markSlot1: encodeMark(4)}, 4, markSlot0},
-		{"both, 0 newer", map[int64][]byte{markSlot0: encodeMark(5), markSlot1: encodeMark(4)}, 5, markSlot1},
-		{"newer torn", map[int64][]byte{markSlot0: encodeMark(3), markSlot1: torn}, 3, markSlot1},
+		{"none", none, none, 0, 0},
+		{"slot0", encodeMark(3), none, 3, 1},
+		{"slot1", none, encodeMark(4), 4, 0},
+		{"both, 1 newer", encodeMark(3), encodeMark(4), 4, 0},
+		{"both, 0 newer", encodeMark(5), encodeMark(4), 5, 1},
+		{"newer torn", encodeMark(3), torn, 3, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m, next := readMark(sb(tc.slots))
+			m, next := readMark(tc.slot0, tc.slot1)
 			if m != tc.wantMark || next != tc.wantNext {
 				t.Fatalf("readMark = %d, %d; want %d, %d", m, next, tc.wantMark, tc.wantNext)
 			}
 		})
+	}
+}
+
+// TestDataMarkPages: on a version 2 volume the mark slots are pages of
+// their own, between the superblock and the journal: writing marks never
+// touches the superblock's page, and a version 1 volume (slots inside the
+// superblock's page, journal right after it) still opens and keeps its
+// mark.
+func TestDataMarkPages(t *testing.T) {
+	opts := mediumOpts()
+	dev, v := newMemVolume(t, opts, 7)
+	if l := v.Superblock().Layout; l.JournalOffset != SuperblockSize+markPages*regionAlign {
+		t.Fatalf("journal at %d; want after the superblock and %d mark pages", l.JournalOffset, markPages)
+	}
+	sb := make([]byte, SuperblockSize)
+	if _, err := dev.ReadAt(sb, 0); err != nil {
+		t.Fatal(err)
+	}
+	var mark atomic.Uint64
+	v.SetDataMarkSource(mark.Load)
+	for m := uint64(1); m <= 3; m++ {
+		mark.Store(m)
+		if err := v.SyncData(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := make([]byte, SuperblockSize)
+	if _, err := dev.ReadAt(after, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sb, after) {
+		t.Fatal("writing data marks changed the superblock's page")
+	}
+	v.Close()
+	if v = reopen(t, dev); v.DataMark() != 3 {
+		t.Fatalf("mark after reopen %d; want 3", v.DataMark())
+	}
+	v.Close()
+
+	// A version 1 volume: write its superblock and legacy slots by hand.
+	old := NewMemDevice(opts.Geometry.VolumeSize, 8)
+	l, err := ComputeLayout(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shift := l.JournalOffset - SuperblockSize
+	l.JournalOffset, l.StateOffset, l.HeapOffset = SuperblockSize, l.StateOffset-shift, l.HeapOffset-shift
+	l.HeapSize = (opts.Geometry.VolumeSize - l.HeapOffset) / opts.Geometry.LpageSize() * opts.Geometry.LpageSize()
+	b := EncodeSuperblock(Superblock{Version: 1, Geometry: opts.Geometry, Layout: l})
+	copy(b[1536:], encodeMark(41))
+	j := make([]byte, 2*headerSlotSize)
+	copy(j, encodeJournalHeader(journalHeader{generation: 1, nextSeq: 1}))
+	if _, err := old.WriteAt(j, l.JournalOffset); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.WriteAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	v1, err := Open(old, nil)
+	if err != nil {
+		t.Fatalf("open a version 1 volume: %v", err)
+	}
+	defer v1.Close()
+	if v1.DataMark() != 41 || v1.Superblock().Version != 1 {
+		t.Fatalf("version 1 volume: mark %d, version %d; want 41, 1", v1.DataMark(), v1.Superblock().Version)
 	}
 }
 

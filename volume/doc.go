@@ -11,25 +11,31 @@
 //
 // # Layout
 //
-// A volume is one device divided into four regions, each starting on a
+// A volume is one device divided into regions, each starting on a
 // 4096-byte boundary, fixed at [Format] time and recorded in the
 // superblock:
 //
 //	[0, 4096)                        superblock
-//	[JournalOffset, +JournalSize)    metadata journal (JournalOffset = 4096)
+//	[4096, 12288)                    data mark: two slots, one per page (version 2)
+//	[JournalOffset, +JournalSize)    metadata journal (JournalOffset = 12288; 4096 in version 1)
 //	[StateOffset, +StateSize)        allocator state (package space owns its contents)
 //	[HeapOffset, +HeapSize)          blob data; HeapSize = floor((VolumeSize-HeapOffset)/lpage)*lpage
 //
 // Every offset the API takes (Txn.Write, ReadMeta, WriteMetaDirect, ReadAt,
 // WriteAt) is absolute in the device, and is checked against its region.
 //
-// # Superblock (frozen, version 1)
+// # Superblock (frozen, versions 1 and 2)
+//
+// Version 2 differs from version 1 only in where the data mark lives (its
+// own two pages, so that marks never rewrite the superblock's page; in
+// version 1, sectors 2 and 3 of the superblock's page) and so where the
+// journal starts. This code writes version 2 and opens both.
 //
 // At offset 0, 4096 bytes reserved, integers little-endian:
 //
 //	offset size field
 //	     0    8 magic "BLOBNODE"
-//	     8    4 format version, u32 = 1
+//	     8    4 format version, u32 = 1 or 2
 //	    12   16 volume UUID
 //	    28    8 VolumeSize, u64 (bytes)
 //	    36    1 SpageShift, u8 (12..20)
@@ -42,7 +48,7 @@
 //	    72    8 HeapOffset, u64
 //	    80    8 HeapSize, u64
 //	    88    4 CRC32C (Castagnoli) of bytes [0, 88)
-//	    92 4004 reserved, zero, not checked
+//	    92 4004 reserved, zero, not checked (version 1: data mark slots at 1024 and 1536)
 //
 // [DecodeSuperblock] checks, in order: length ([ErrTruncated]), magic
 // ([ErrNotVolume]), version ([ErrUnsupportedVersion]), CRC ([ErrChecksum]),

@@ -33,7 +33,7 @@ func FuzzDecodeSuperblock(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if err := checkLayout(sb.Geometry, sb.Layout); err != nil {
+		if err := checkLayout(sb.Geometry, sb.Layout, sb.Version); err != nil {
 			t.Fatalf("decoded an inconsistent layout: %v", err)
 		}
 		again, err := DecodeSuperblock(EncodeSuperblock(sb))

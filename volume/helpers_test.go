@@ -15,7 +15,7 @@ import (
 // 16 KiB state region and two 4 KiB lpages of heap.
 func smallOpts() FormatOptions {
 	return FormatOptions{
-		Geometry:    Geometry{SpageShift: 12, LpageShift: 12, VolumeSize: SuperblockSize + MinJournalSize + 16<<10 + 2*4096},
+		Geometry:    Geometry{SpageShift: 12, LpageShift: 12, VolumeSize: journalOffset(FormatVersion) + MinJournalSize + 16<<10 + 2*4096},
 		JournalSize: MinJournalSize,
 		StateSize:   16 << 10,
 		UUID:        [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},

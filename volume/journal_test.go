@@ -141,28 +141,28 @@ func TestJournalTornTail(t *testing.T) {
 		tear func(t *testing.T, dev *MemDevice, tail int64)
 	}{
 		{"header only", func(t *testing.T, dev *MemDevice, tail int64) {
-			rec := testRecord(3, seq1Tag, recordWrite{SuperblockSize + MinJournalSize, fill(1500, 'T')})
+			rec := testRecord(3, seq1Tag, recordWrite{journalOffset(FormatVersion) + MinJournalSize, fill(1500, 'T')})
 			mustWrite(t, dev, tail, rec[:512])
 		}},
 		{"payload without header", func(t *testing.T, dev *MemDevice, tail int64) {
-			rec := testRecord(3, seq1Tag, recordWrite{SuperblockSize + MinJournalSize, fill(1500, 'T')})
+			rec := testRecord(3, seq1Tag, recordWrite{journalOffset(FormatVersion) + MinJournalSize, fill(1500, 'T')})
 			mustWrite(t, dev, tail+512, rec[512:])
 		}},
 		{"bad payload crc", func(t *testing.T, dev *MemDevice, tail int64) {
-			rec := testRecord(3, seq1Tag, recordWrite{SuperblockSize + MinJournalSize, fill(100, 'T')})
+			rec := testRecord(3, seq1Tag, recordWrite{journalOffset(FormatVersion) + MinJournalSize, fill(100, 'T')})
 			rec[recordHdrSize+20] ^= 1
 			mustWrite(t, dev, tail, rec)
 		}},
 		{"wrong seq", func(t *testing.T, dev *MemDevice, tail int64) {
-			mustWrite(t, dev, tail, testRecord(4, seq1Tag, recordWrite{SuperblockSize + MinJournalSize, fill(100, 'T')}))
+			mustWrite(t, dev, tail, testRecord(4, seq1Tag, recordWrite{journalOffset(FormatVersion) + MinJournalSize, fill(100, 'T')}))
 		}},
 		{"other volume", func(t *testing.T, dev *MemDevice, tail int64) {
-			mustWrite(t, dev, tail, testRecord(3, seq1Tag+1, recordWrite{SuperblockSize + MinJournalSize, fill(100, 'T')}))
+			mustWrite(t, dev, tail, testRecord(3, seq1Tag+1, recordWrite{journalOffset(FormatVersion) + MinJournalSize, fill(100, 'T')}))
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := recordWrite{SuperblockSize + MinJournalSize, fill(64, 'a')}
-			b := recordWrite{SuperblockSize + MinJournalSize + 32, fill(64, 'b')}
+			a := recordWrite{journalOffset(FormatVersion) + MinJournalSize, fill(64, 'a')}
+			b := recordWrite{journalOffset(FormatVersion) + MinJournalSize + 32, fill(64, 'b')}
 			dev, l, pos := logRecords(t, a, b)
 			if pos[0] != l.JournalOffset+logAreaOffset || pos[2] != pos[0]+2*recordAlign {
 				t.Fatalf("records at %v", pos)
@@ -190,7 +190,7 @@ func TestJournalTornTail(t *testing.T) {
 }
 
 func TestJournalCorruptMiddle(t *testing.T) {
-	off := int64(SuperblockSize + MinJournalSize)
+	off := int64(journalOffset(FormatVersion) + MinJournalSize)
 	writes := []recordWrite{{off, fill(64, 'a')}, {off + 64, fill(64, 'b')}, {off + 128, fill(64, 'c')}}
 	dev, _, pos := logRecords(t, writes...)
 	// Damage the middle record's payload.
@@ -264,7 +264,7 @@ func TestJournalReplayRefuses(t *testing.T) {
 	} {
 		name, slotB := tc.name, tc.slotB
 		t.Run(name, func(t *testing.T) {
-			off := int64(SuperblockSize + MinJournalSize)
+			off := int64(journalOffset(FormatVersion) + MinJournalSize)
 			dev, l, _ := logRecords(t, recordWrite{off, fill(8, 'x')})
 			mustWrite(t, dev, l.JournalOffset+headerSlotSize, slotB)
 			if err := dev.Sync(); err != nil {

@@ -10,8 +10,11 @@ import (
 const (
 	// SuperblockSize is the space reserved for the superblock at offset 0.
 	SuperblockSize = 4096
-	// FormatVersion is the on-disk format version this code writes and reads.
-	FormatVersion = 1
+	// FormatVersion is the on-disk format version this code writes. It also
+	// reads version 1, whose data mark lives in the superblock's page (see
+	// markSlots) and whose journal starts right after the superblock.
+	FormatVersion  = 2
+	oldestReadable = 1
 
 	superMagic   = "BLOBNODE"
 	superCRCOff  = 88 // CRC32C over bytes [0, superCRCOff)
@@ -120,8 +123,8 @@ func DecodeSuperblock(b []byte) (Superblock, error) {
 	}
 	le := binary.LittleEndian
 	sb.Version = le.Uint32(b[8:12])
-	if sb.Version != FormatVersion {
-		return sb, fmt.Errorf("volume: superblock version %d (this code reads %d): %w", sb.Version, FormatVersion, ErrUnsupportedVersion)
+	if sb.Version < oldestReadable || sb.Version > FormatVersion {
+		return sb, fmt.Errorf("volume: superblock version %d (this code reads %d to %d): %w", sb.Version, oldestReadable, FormatVersion, ErrUnsupportedVersion)
 	}
 	if got, want := crc32c(b[:superCRCOff]), le.Uint32(b[superCRCOff:]); got != want {
 		return sb, fmt.Errorf("volume: superblock crc %08x, stored %08x: %w", got, want, ErrChecksum)
@@ -140,7 +143,7 @@ func DecodeSuperblock(b []byte) (Superblock, error) {
 	if err := sb.Geometry.Validate(); err != nil {
 		return sb, err
 	}
-	if err := checkLayout(sb.Geometry, sb.Layout); err != nil {
+	if err := checkLayout(sb.Geometry, sb.Layout, sb.Version); err != nil {
 		return sb, err
 	}
 	return sb, nil
@@ -148,7 +151,7 @@ func DecodeSuperblock(b []byte) (Superblock, error) {
 
 // checkLayout verifies what ComputeLayout guarantees, without overflow on
 // arbitrary input.
-func checkLayout(g Geometry, l Layout) error {
+func checkLayout(g Geometry, l Layout, version uint32) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("volume: layout: "+format+": %w", append(a, ErrBadGeometry)...)
 	}
@@ -162,8 +165,8 @@ func checkLayout(g Geometry, l Layout) error {
 	}
 	lpage := g.LpageSize()
 	switch {
-	case l.JournalOffset != SuperblockSize:
-		return bad("journal at %d, want %d", l.JournalOffset, SuperblockSize)
+	case l.JournalOffset != journalOffset(version):
+		return bad("journal at %d, want %d", l.JournalOffset, journalOffset(version))
 	case l.JournalSize < MinJournalSize:
 		return bad("journal of %d bytes, minimum %d", l.JournalSize, MinJournalSize)
 	case l.StateOffset != l.JournalOffset+l.JournalSize:

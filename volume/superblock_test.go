@@ -42,15 +42,15 @@ func TestComputeLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Layout{
-		JournalOffset: 4096, JournalSize: 16 << 20, // 1 GiB / 64
-		StateOffset: 4096 + 16<<20, StateSize: 8192,
-		HeapOffset: 4096 + 16<<20 + 8192,
+		JournalOffset: 3 * 4096, JournalSize: 16 << 20, // after the superblock and 2 mark pages; 1 GiB / 64
+		StateOffset: 3*4096 + 16<<20, StateSize: 8192,
+		HeapOffset: 3*4096 + 16<<20 + 8192,
 	}
 	want.HeapSize = (opts.Geometry.VolumeSize - want.HeapOffset) >> 20 << 20
 	if l != want {
 		t.Fatalf("layout %+v, want %+v", l, want)
 	}
-	if err := checkLayout(opts.Geometry, l); err != nil {
+	if err := checkLayout(opts.Geometry, l, FormatVersion); err != nil {
 		t.Fatal(err)
 	}
 	// Default journal size is clamped to [1 MiB, 64 MiB].
@@ -92,7 +92,10 @@ func TestDecodeSuperblockErrors(t *testing.T) {
 		{"short", good[:superEncoded-1], ErrTruncated},
 		{"zeros", make([]byte, SuperblockSize), ErrNotVolume},
 		{"magic", edit(func(b []byte) { b[0] = 'b' }), ErrNotVolume},
-		{"version", edit(func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 2); reseal(b) }), ErrUnsupportedVersion},
+		{"version", edit(func(b []byte) { binary.LittleEndian.PutUint32(b[8:], FormatVersion+1); reseal(b) }), ErrUnsupportedVersion},
+		{"version 0", edit(func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 0); reseal(b) }), ErrUnsupportedVersion},
+		// Version 1 put the journal right after the superblock.
+		{"version 1 layout", edit(func(b []byte) { binary.LittleEndian.PutUint32(b[8:], 1); reseal(b) }), ErrBadGeometry},
 		{"crc", edit(func(b []byte) { b[12] ^= 1 }), ErrChecksum},
 		{"crc field", edit(func(b []byte) { b[superCRCOff] ^= 1 }), ErrChecksum},
 		{"spage small", edit(func(b []byte) { b[36], b[37] = 11, 12; reseal(b) }), ErrBadGeometry},
@@ -151,7 +154,7 @@ func TestFormatRefusesBadGeometry(t *testing.T) {
 	}
 	// The smallest volume that fits is accepted.
 	o := ok
-	o.Geometry.VolumeSize = 4096 + 1<<20 + 64<<10 + 1<<16
+	o.Geometry.VolumeSize = journalOffset(FormatVersion) + 1<<20 + 64<<10 + 1<<16
 	if _, err := Format(NewMemDevice(o.Geometry.VolumeSize, 1), o); err != nil {
 		t.Fatalf("minimal volume: %v", err)
 	}

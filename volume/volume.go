@@ -47,7 +47,7 @@ func ComputeLayout(opts FormatOptions) (Layout, error) {
 		return Layout{}, fmt.Errorf("volume: journal of %d or state of %d bytes exceeds the %d-byte volume: %w", js, opts.StateSize, g.VolumeSize, ErrBadGeometry)
 	}
 	js = max(alignUp(js), MinJournalSize)
-	l := Layout{JournalOffset: SuperblockSize, JournalSize: js}
+	l := Layout{JournalOffset: journalOffset(FormatVersion), JournalSize: js}
 	l.StateOffset = l.JournalOffset + l.JournalSize
 	l.StateSize = alignUp(opts.StateSize)
 	l.HeapOffset = l.StateOffset + l.StateSize
@@ -90,6 +90,11 @@ func Format(dev Device, opts FormatOptions) (Superblock, error) {
 	copy(hdr, encodeJournalHeader(journalHeader{generation: 1, nextSeq: 1}))
 	if _, err := dev.WriteAt(hdr, l.JournalOffset); err != nil {
 		return Superblock{}, fmt.Errorf("volume: format: write journal header: %w", err)
+	}
+	// No data mark either: a mark left by an earlier use of the device
+	// would make replay skip writes this volume never made durable.
+	if _, err := dev.WriteAt(make([]byte, markPages*regionAlign), SuperblockSize); err != nil {
+		return Superblock{}, fmt.Errorf("volume: format: clear data mark: %w", err)
 	}
 	if err := dev.Sync(); err != nil {
 		return Superblock{}, fmt.Errorf("volume: format: %w", err)
@@ -161,7 +166,15 @@ func Open(dev Device, expect *Geometry) (*Volume, error) {
 		stateEnd: sb.Layout.StateOffset + sb.Layout.StateSize,
 	}
 	v.ds.init(dev)
-	v.ds.openMark, v.ds.markNext = readMark(b)
+	v.ds.markSlots = markSlots(sb.Version)
+	var slots [2][markEncoded]byte
+	for i, off := range v.ds.markSlots {
+		if err := readFull(dev, slots[i][:], off); err != nil {
+			j.close()
+			return nil, fmt.Errorf("volume: open: read data mark: %w", err)
+		}
+	}
+	v.ds.openMark, v.ds.markNext = readMark(slots[0][:], slots[1][:])
 	v.ds.markWritten = v.ds.openMark
 	return v, nil
 }
@@ -346,8 +359,9 @@ type dataSync struct {
 	markSrc  func() uint64 // guarded by mu; see SetDataMarkSource
 	openMark uint64        // durable at Open
 	// Touched only by the one running sync leader.
+	markSlots   [2]int64
 	markWritten uint64
-	markNext    int64 // slot offset to write next
+	markNext    int // index in markSlots of the slot to write next
 }
 
 func (s *dataSync) init(dev Device) {

@@ -296,7 +296,7 @@ func TestOpenCleanVolumeReadsConstant(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	if got, limit := cd.read.Load(), int64(SuperblockSize+2*headerSlotSize+recordHdrSize); got > limit {
+	if got, limit := cd.read.Load(), int64(SuperblockSize+2*markEncoded+2*headerSlotSize+recordHdrSize); got > limit {
 		t.Fatalf("open read %d bytes, want <= %d", got, limit)
 	}
 	if v.Journal().Stats().Replayed != 0 {
