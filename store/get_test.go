@@ -70,3 +70,21 @@ func TestCorruptionStillReported(t *testing.T) {
 		t.Fatalf("read of a corrupted current version: %v; want ErrCorruptData", err)
 	}
 }
+
+// TestBackgroundAfterClose: once Close has begun no background task
+// starts, so WaitGroup.Add never races Close's Wait (an upload that ends
+// after a shutdown timed out may still try to abort its reservations).
+func TestBackgroundAfterClose(t *testing.T) {
+	g := volume.Geometry{SpageShift: 12, LpageShift: 16, VolumeSize: 16 << 20}
+	s := newReviewStack(t, g, Config{})
+	if !s.st.background(func() {}) {
+		t.Fatal("a task was refused before Close")
+	}
+	if err := s.st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s.st.background(func() { t.Error("a task ran after Close") }) {
+		t.Fatal("a task was started after Close")
+	}
+	s.st.abortLater(12345) // must neither panic nor block
+}

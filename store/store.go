@@ -107,6 +107,10 @@ type Store struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
+	// bgMu orders background starts against Close: once closing is set
+	// (before wg.Wait) no task is added, so Add never races Wait.
+	bgMu    sync.Mutex
+	closing bool
 }
 
 // New returns a Store and starts its reaper goroutine.
@@ -151,6 +155,9 @@ func (s *Store) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s.pool.drain(ctx, true)
+		s.bgMu.Lock()
+		s.closing = true
+		s.bgMu.Unlock()
 		close(s.stop)
 		s.wg.Wait()
 	})
@@ -163,15 +170,32 @@ func (s *Store) PooledBytes() int64 { return s.pool.pooledBytes() }
 
 // abortLater aborts a reservation in the background.
 func (s *Store) abortLater(id uint64) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	started := s.background(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id}); err != nil {
 			s.log.Warn("abort reservation; it will expire", "reservation", id, "err", err)
 		}
+	})
+	if !started {
+		s.log.Warn("store closing: reservation left to expire", "reservation", id)
+	}
+}
+
+// background runs fn on a goroutine Close waits for, unless the store is
+// closing (then it returns false and fn does not run).
+func (s *Store) background(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
 	}()
+	return true
 }
 
 // abortWhenWritable aborts reservations once the node accepts writes
@@ -180,15 +204,19 @@ func (s *Store) abortLater(id uint64) {
 // closes first they expire at their deadline (or, on a single voter, at
 // the next start).
 func (s *Store) abortWhenWritable(ids []uint64) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	started := s.background(func() {
 		for len(ids) > 0 {
-			for s.raft.ReadOnly() != nil {
+			for {
+				// The channel is taken before the check, so a recovery
+				// between the two still wakes the wait.
+				changed := s.fsm.ReadOnlyChanged()
+				if s.raft.ReadOnly() == nil {
+					break
+				}
 				select {
 				case <-s.stop:
 					return
-				case <-s.fsm.ReadOnlyChanged():
+				case <-changed:
 				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -204,7 +232,10 @@ func (s *Store) abortWhenWritable(ids []uint64) {
 				ids = ids[1:]
 			}
 		}
-	}()
+	})
+	if !started {
+		s.log.Warn("store closing: reservations left to expire", "reservations", ids)
+	}
 }
 
 // reap proposes Expire on the leader whenever reservations are past their
