@@ -106,7 +106,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&c.maxConcurrentUploads, "max-concurrent-uploads", 64, "PUTs streaming at once; more get 503 with Retry-After")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file of bearer tokens, one \"<read|write|admin> <token>\" per line (empty: no authentication)")
-	fs.BoolVar(&c.allowUnauth, "allow-unauthenticated", false, "serve without -token-file (and pprof) on a non-loopback address")
+	fs.BoolVar(&c.allowUnauth, "allow-unauthenticated", false, "serve the API without -token-file, Raft without -peer-mtls, or pprof on a non-loopback address")
 	fs.BoolVar(&c.protectMetrics, "protect-metrics", false, "require an admin token for /metrics and /cluster")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) of the HTTP API; with -tls-key serves HTTPS")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of -tls-cert")

@@ -46,6 +46,11 @@ func (c *config) checkSecurity() error {
 			"so anyone who can reach it could read, overwrite and delete every blob; "+
 			"give -token-file, or -allow-unauthenticated if that is really meant", ErrExposed, c.httpAddr)
 	}
+	if !c.peerMTLS && !isLoopback(c.raftAddr) {
+		return fmt.Errorf("%w: -raft-addr %s is not a loopback address and there is no -peer-mtls, "+
+			"so anyone who can reach it could append entries to the log (writes included); "+
+			"give -peer-tls-cert, -peer-tls-key, -peer-tls-ca and -peer-mtls, or -allow-unauthenticated if that is really meant", ErrExposed, c.raftAddr)
+	}
 	if c.pprofAddr != "" && !isLoopback(c.pprofAddr) {
 		return fmt.Errorf("%w: -pprof-addr %s is not a loopback address and the profiler has no authentication; "+
 			"use a loopback address, or -allow-unauthenticated if that is really meant", ErrExposed, c.pprofAddr)

@@ -66,6 +66,10 @@ func TestParseConfigSecurity(t *testing.T) {
 		{"peer ca alone", []string{"-peer-tls-ca", "ca"}, nil, ErrIncompleteTLS},
 		{"peer mtls complete", []string{"-peer-tls-cert", "c", "-peer-tls-key", "k", "-peer-tls-ca", "ca", "-peer-mtls"}, nil, nil},
 		{"protect metrics without tokens", []string{"-protect-metrics"}, nil, errAny},
+		{"exposed raft without mtls", []string{"-raft-addr", "0.0.0.0:7080"}, nil, ErrExposed},
+		{"exposed raft with tls but not mutual", []string{"-raft-addr", "10.0.0.1:7080", "-peer-tls-cert", "c", "-peer-tls-key", "k", "-peer-tls-ca", "ca"}, nil, ErrExposed},
+		{"exposed raft with mtls", []string{"-raft-addr", "0.0.0.0:7080", "-peer-tls-cert", "c", "-peer-tls-key", "k", "-peer-tls-ca", "ca", "-peer-mtls"}, nil, nil},
+		{"exposed raft explicitly unauthenticated", []string{"-raft-addr", "0.0.0.0:7080", "-allow-unauthenticated"}, nil, nil},
 	} {
 		c, err := parseConfig(tc.args, func(k string) string { return tc.env[k] })
 		switch {
