@@ -74,7 +74,7 @@ wait_http() {
 
 # metric NAME: the value of an unlabelled blobnode metric.
 metric() {
-	curl -s --max-time 5 "http://$node_http/metrics" | awk -v m="$1" '$1 == m { print $2; exit }'
+	curl -s --max-time 5 "http://$node_http/metrics" | awk -v m="$1" '$1 == m { v = $2 } END { print v }' # reads it all: an early exit would SIGPIPE curl under pipefail
 }
 
 log "building blobnode, blobbench and the baseline in $work"
