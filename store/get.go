@@ -36,6 +36,15 @@ func (s *Store) Get(ctx context.Context, key string, opts ReadOptions) (Object, 
 	if !ok {
 		return nil, ErrNotFound
 	}
+	// The catalog shows an entry's blob from its batch's catalog commit,
+	// but an inline blob's bytes reach the heap only after that commit
+	// (and, while the volume refuses writes, not until it recovers):
+	// until the entry counts as applied its pages may hold anything.
+	if b.Version > s.fsm.Applied() {
+		if err := s.fsm.WaitApplied(ctx, b.Version); err != nil {
+			return nil, fmt.Errorf("store: get %q: %w", key, mapErr(err))
+		}
+	}
 	o := &object{s: s, b: b}
 	o.ext.add(b.Extents...)
 	return o, nil
