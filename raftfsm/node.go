@@ -28,6 +28,10 @@ type NodeConfig struct {
 	Advertise string // address peers dial; default BindAddr
 	// Bootstrap a single-voter group when the node has no Raft state yet.
 	Bootstrap bool
+	// RequireState makes a start without Raft state an error
+	// (ErrNoRaftState) instead of a bootstrap: the caller's data belongs to
+	// a group whose log is gone.
+	RequireState bool
 	// RestoreSnapshot makes Raft restore its latest snapshot into the FSM
 	// at start (after an unclean stop, when the FSM's own files are not
 	// trusted). Otherwise the FSM's durable state is used as it is.
@@ -66,6 +70,10 @@ type Node struct {
 // ErrNotLeader is returned by Propose on a follower, and by reads that
 // cannot confirm leadership. (Forwarding to the leader comes with peers.)
 var ErrNotLeader = errors.New("raftfsm: not the leader")
+
+// ErrNoRaftState: StartNode found no Raft state where NodeConfig.RequireState
+// says there must be some.
+var ErrNoRaftState = errors.New("raftfsm: no Raft state")
 
 // StartNode starts Raft over TCP (or TLS, with cfg.PeerTLS) with a write-ahead log store (raft-wal: one
 // fsync per append) and file snapshots.
@@ -145,6 +153,12 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 			store.Close()
 			meta.Close()
 			return nil, fmt.Errorf("raftfsm: %w", err)
+		}
+		if !has && cfg.RequireState {
+			trans.Close()
+			store.Close()
+			meta.Close()
+			return nil, fmt.Errorf("%w in %s", ErrNoRaftState, cfg.Dir)
 		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}

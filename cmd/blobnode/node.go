@@ -50,7 +50,14 @@ type storage struct {
 	// unclean: the last stop was not clean, so the catalog was discarded
 	// and Raft must restore its snapshot and replay the log.
 	unclean bool
+	// pristine: the volume never held a blob (nothing allocated, no data
+	// mark), so a Raft group may be bootstrapped over it.
+	pristine bool
 }
+
+// ErrIncompleteDataDir: the data directory holds only part of a node's
+// state; starting would lose or hide what is missing.
+var ErrIncompleteDataDir = errors.New("incomplete data directory")
 
 func (s *storage) close() error {
 	var errs []error
@@ -106,6 +113,12 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		return nil, fmt.Errorf("no volume in %s: %w", cfg.dataDir, statErr)
 	}
 	if errors.Is(statErr, os.ErrNotExist) {
+		if earlier := earlierState(cfg.dataDir); earlier != "" {
+			st.close()
+			return nil, fmt.Errorf("%w: no volume file %s, but %s from an earlier start is there: "+
+				"refusing to format an empty volume under it (restore the volume file, or move the whole directory aside to start afresh)",
+				ErrIncompleteDataDir, path, earlier)
+		}
 		if st.vol, err = formatVolume(cfg, path, wrap, log); err != nil {
 			st.close()
 			return nil, err
@@ -147,6 +160,7 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		}
 	}
 	st.alloc, err = space.Open(st.vol)
+	st.pristine = err == nil && st.alloc.Stats().UsedBytes == 0 && st.vol.DataMark() == 0
 	if errors.Is(err, space.ErrNeedsRebuild) || (err == nil && st.unclean) {
 		st.rebuild = true
 	} else if err != nil {
@@ -163,6 +177,16 @@ func openStorage(cfg config, log *slog.Logger, wrap func(volume.Device) volume.D
 		return nil, fmt.Errorf("open catalog (is another blobnode using %s?): %w", cfg.dataDir, err)
 	}
 	return st, nil
+}
+
+// earlierState names the catalog or Raft state in dir, if any.
+func earlierState(dir string) string {
+	for _, name := range []string{catalogFile, catalogFile + ".unclean", raftDir} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return name
+		}
+	}
+	return ""
 }
 
 // formatVolume creates and formats the volume under a temporary name and
@@ -253,9 +277,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	node, err := raftfsm.StartNode(raftfsm.NodeConfig{
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
 		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
+		// A volume that holds data belongs to the group in this Raft log;
+		// a new group over it would skip or misplace its blobs.
+		RequireState:      !st.pristine,
 		SnapshotThreshold: cfg.snapThreshold, SnapshotInterval: cfg.snapInterval, TrailingLogs: cfg.trailingLogs,
 		PeerTLS: sec.peerTLS,
 	}, fsm)
+	if errors.Is(err, raftfsm.ErrNoRaftState) {
+		return fmt.Errorf("%w: the volume holds blobs but %w; refusing to start a new group over them "+
+			"(restore %s, or move the whole directory aside to start afresh)", ErrIncompleteDataDir, err, raftDir)
+	}
 	if err != nil {
 		return err
 	}
