@@ -232,3 +232,18 @@ func TestIncompleteDataDir(t *testing.T) {
 		}
 	}
 }
+
+// TestPristineVolumeBootstraps: a volume that never held a blob (a first
+// start that died between formatting and bootstrapping Raft looks like
+// this) may get a new group; only a volume with data needs its log.
+func TestPristineVolumeBootstraps(t *testing.T) {
+	n := newNode(t)
+	n.stop()
+	for _, name := range []string{"raft", "catalog.db", "clean-shutdown"} {
+		if err := os.RemoveAll(filepath.Join(n.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.start()
+	n.put(t, "pristine/first", []byte("first blob"))
+}
