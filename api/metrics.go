@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -128,8 +129,10 @@ func (s *server) instrument(route string, h http.Handler) http.Handler {
 			s.metrics.requests.WithLabelValues(route, method, code).Inc()
 			s.metrics.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 			s.metrics.bytesOut.WithLabelValues(route).Add(float64(rec.written))
-			s.log.Debug("http request", "method", r.Method, "path", r.URL.EscapedPath(), "route", route,
-				"code", code, "bytes_out", rec.written, "duration", elapsed, "remote", r.RemoteAddr)
+			if s.log.Enabled(r.Context(), slog.LevelDebug) { // spare the arguments' cost on every request
+				s.log.Debug("http request", "method", r.Method, "path", r.URL.EscapedPath(), "route", route,
+					"code", code, "bytes_out", rec.written, "duration", elapsed, "remote", r.RemoteAddr)
+			}
 			if p != nil {
 				panic(p)
 			}

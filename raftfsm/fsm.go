@@ -341,18 +341,13 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			f.stop(fmt.Errorf("after a failed catalog commit (%w): %w", commitErr, err))
 			return fail(f.Err())
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-f.closing:
-			t.Stop()
+		if !f.retryAfter(&wait) {
 			f.mu.Lock()
 			f.halt = fmt.Errorf("%w: entries %d..%d: %w", ErrClosed, logs[0].Index, last, commitErr)
 			f.cond.Broadcast()
 			f.mu.Unlock()
 			return fail(f.refusal())
 		}
-		wait = min(2*wait, retryMaxWait)
 	}
 	// Not waited for: the Raft log is the durable record; see Sync.
 	f.alloc.SetAppliedIndex(last)
@@ -528,17 +523,11 @@ func (f *FSM) applyReserve(tx *catalog.Tx, c *Command) (Result, error) {
 	if _, ok, err := tx.GetReservation(c.ReservationID); err != nil || ok {
 		return Result{Err: ErrDuplicate}, err
 	}
-	exts, err := f.alloc.Allocate(c.Size)
-	if errors.Is(err, space.ErrNoSpace) {
-		return Result{Err: ErrNoSpace}, nil
+	exts, res, err := f.allocate(c.Size)
+	if err != nil || res.Err != nil {
+		return res, err
 	}
-	if err != nil {
-		return Result{}, err
-	}
-	r := catalog.Reservation{ID: c.ReservationID, Size: c.Size, Deadline: c.Deadline, Extents: make([]catalog.Extent, len(exts))}
-	for i, e := range exts {
-		r.Extents[i] = catalog.Extent(e)
-	}
+	r := catalog.Reservation{ID: c.ReservationID, Size: c.Size, Deadline: c.Deadline, Extents: exts}
 	if err := tx.PutReservation(r); err != nil {
 		return Result{}, err
 	}
@@ -616,16 +605,9 @@ func (f *FSM) applyCommitInline(tx *catalog.Tx, index uint64, c *Command) (Resul
 	if preconditionFails(c, cur, exists) {
 		return Result{Err: ErrPreconditionFailed}, nil
 	}
-	got, err := f.alloc.Allocate(c.Size)
-	if errors.Is(err, space.ErrNoSpace) {
-		return Result{Err: ErrNoSpace}, nil
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	exts := make([]catalog.Extent, len(got))
-	for i, e := range got {
-		exts[i] = catalog.Extent(e)
+	exts, res, err := f.allocate(c.Size)
+	if err != nil || res.Err != nil {
+		return res, err
 	}
 	if index > f.openMark {
 		if f.data == nil {
@@ -692,18 +674,16 @@ func (f *FSM) writePending() error {
 // only an unclean start (replay from the snapshot) may follow.
 func (f *FSM) writePendingRetrying(first, last uint64) error {
 	wait := retryMinWait
-	for {
+	for failed := false; ; failed = true {
 		err := f.writePending()
 		if err == nil {
-			f.clearReadOnly(whereVolume)
+			if failed {
+				f.clearReadOnly(whereVolume)
+			}
 			return nil
 		}
 		f.setReadOnly(whereVolume, err)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-f.closing:
-			t.Stop()
+		if !f.retryAfter(&wait) {
 			f.stop(fmt.Errorf("closed before the inline blobs of entries %d..%d were written: %w", first, last, err))
 			return f.Err()
 		}
@@ -711,7 +691,20 @@ func (f *FSM) writePendingRetrying(first, last uint64) error {
 			f.stop(fmt.Errorf("inline blobs of entries %d..%d not written (%w), and the journal failed: %w", first, last, err, jerr))
 			return f.Err()
 		}
-		wait = min(2*wait, retryMaxWait)
+	}
+}
+
+// retryAfter waits *wait before a retry of a failed write, then doubles
+// it up to retryMaxWait. It reports false, at once, if Close comes first.
+func (f *FSM) retryAfter(wait *time.Duration) bool {
+	t := time.NewTimer(*wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		*wait = min(2**wait, retryMaxWait)
+		return true
+	case <-f.closing:
+		return false
 	}
 }
 
@@ -724,6 +717,23 @@ func (f *FSM) writeInline(exts []catalog.Extent, data []byte) error {
 		data = data[n:]
 	}
 	return nil
+}
+
+// allocate takes size bytes from the allocator. A full volume is a
+// refusal (res.Err), any other failure fatal (err).
+func (f *FSM) allocate(size int64) (exts []catalog.Extent, res Result, err error) {
+	got, err := f.alloc.Allocate(size)
+	if errors.Is(err, space.ErrNoSpace) {
+		return nil, Result{Err: ErrNoSpace}, nil
+	}
+	if err != nil {
+		return nil, Result{}, err
+	}
+	exts = make([]catalog.Extent, len(got))
+	for i, e := range got {
+		exts[i] = catalog.Extent(e)
+	}
+	return exts, Result{}, nil
 }
 
 // release frees reservations' extents and forgets them.

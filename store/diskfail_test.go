@@ -61,14 +61,14 @@ func TestDataWriteFailureFreesReservation(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			kept := reviewBody(1, 300<<10) // above the pooled sizes: reserved per upload
-			if _, err := s.st.Put(ctx, PutRequest{Key: "kept", Size: int64(len(kept)), Body: bytes.NewReader(kept)}); err != nil {
+			if err := s.put(ctx, "kept", kept); err != nil {
 				t.Fatalf("PUT kept: %v", err)
 			}
 			used, open := s.alloc.Stats().UsedBytes, s.reservations(t)
 
 			dev.set(s.vol.Superblock().Layout.HeapOffset, tt.errno)
 			body := reviewBody(2, 300<<10)
-			_, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body)), Body: bytes.NewReader(body)})
+			err := s.put(ctx, "k", body)
 			if !errors.Is(err, tt.errno) || errors.Is(err, ErrReadOnly) || errors.Is(err, ErrNoSpace) {
 				t.Fatalf("PUT with failing data writes = %v; want %v, not a refusal", err, tt.errno)
 			}
@@ -86,14 +86,10 @@ func TestDataWriteFailureFreesReservation(t *testing.T) {
 			}
 
 			dev.set(0, nil)
-			if _, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body)), Body: bytes.NewReader(body)}); err != nil {
+			if err := s.put(ctx, "k", body); err != nil {
 				t.Fatalf("PUT after the disk recovered: %v", err)
 			}
-			for key, want := range map[string][]byte{"kept": kept, "k": body} {
-				if got, err := s.get(t, key); err != nil || !bytes.Equal(got, want) {
-					t.Fatalf("GET %s: %d bytes, %v; want %d bytes", key, len(got), err, len(want))
-				}
-			}
+			s.requireBlobs(t, map[string][]byte{"kept": kept, "k": body})
 		})
 	}
 }
@@ -118,13 +114,13 @@ func TestInlineWriteFailureKeepsNodeUp(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			kept := reviewBody(1, 3000)
-			if _, err := s.st.Put(ctx, PutRequest{Key: "kept", Size: int64(len(kept)), Body: bytes.NewReader(kept)}); err != nil {
+			if err := s.put(ctx, "kept", kept); err != nil {
 				t.Fatalf("PUT kept: %v", err)
 			}
 
 			dev.set(s.vol.Superblock().Layout.HeapOffset, tt.errno)
 			body := reviewBody(2, 4000)
-			if _, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body)), Body: bytes.NewReader(body)}); err == nil {
+			if err := s.put(ctx, "k", body); err == nil {
 				t.Fatal("inline PUT succeeded while data writes fail")
 			}
 			if err := s.fsm.Err(); err != nil {
@@ -138,26 +134,12 @@ func TestInlineWriteFailureKeepsNodeUp(t *testing.T) {
 			}
 
 			dev.set(0, nil)
-			for s.node.ReadOnly() != nil {
-				changed := s.fsm.ReadOnlyChanged()
-				if s.node.ReadOnly() == nil {
-					break
-				}
-				select {
-				case <-changed:
-				case <-ctx.Done():
-					t.Fatal("still read-only after the disk recovered")
-				}
-			}
+			s.waitWritable(t, ctx)
 			body2 := reviewBody(3, 5000)
-			if _, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body2)), Body: bytes.NewReader(body2)}); err != nil {
+			if err := s.put(ctx, "k", body2); err != nil {
 				t.Fatalf("PUT after the disk recovered: %v", err)
 			}
-			for key, want := range map[string][]byte{"kept": kept, "k": body2} {
-				if got, err := s.get(t, key); err != nil || !bytes.Equal(got, want) {
-					t.Fatalf("GET %s: %d bytes, %v; want %d bytes", key, len(got), err, len(want))
-				}
-			}
+			s.requireBlobs(t, map[string][]byte{"kept": kept, "k": body2})
 		})
 	}
 }
@@ -177,7 +159,7 @@ func TestGetInlineNotYetWritten(t *testing.T) {
 
 	dev.set(s.vol.Superblock().Layout.HeapOffset, syscall.EIO)
 	body := reviewBody(2, 4000)
-	if _, err := s.st.Put(ctx, PutRequest{Key: "k", Size: int64(len(body)), Body: bytes.NewReader(body)}); err == nil {
+	if err := s.put(ctx, "k", body); err == nil {
 		t.Fatal("inline PUT succeeded while data writes fail")
 	}
 	for _, stale := range []bool{false, true} {
@@ -196,17 +178,7 @@ func TestGetInlineNotYetWritten(t *testing.T) {
 	}
 
 	dev.set(0, nil)
-	for s.node.ReadOnly() != nil {
-		changed := s.fsm.ReadOnlyChanged()
-		if s.node.ReadOnly() == nil {
-			break
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			t.Fatal("still read-only after the disk recovered")
-		}
-	}
+	s.waitWritable(t, ctx)
 	if got, err := s.get(t, "k"); err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("GET k after the disk recovered: %d bytes, %v", len(got), err)
 	}

@@ -96,7 +96,7 @@ func TestReaperSparesReservationsOfLiveUploads(t *testing.T) {
 	}
 
 	other := reviewBody(2, 512<<10)
-	if _, err := s.st.Put(ctx, PutRequest{Key: "other", Size: int64(len(other)), Body: bytes.NewReader(other)}); err != nil {
+	if err := s.put(ctx, "other", other); err != nil {
 		t.Fatalf("PUT other: %v", err)
 	}
 	close(body.release)

@@ -139,10 +139,7 @@ func (s *Store) Delete(ctx context.Context, key string, cond Condition) error {
 	if cond.IfMatch != "" && c.IfMatch == 0 {
 		return ErrPreconditionFailed
 	}
-	res, err := s.raft.Propose(ctx, c)
-	if err == nil {
-		err = res.Err
-	}
+	_, err := s.decide(ctx, c)
 	return mapErr(err)
 }
 

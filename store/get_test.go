@@ -20,7 +20,7 @@ func TestReadRacingDeleteAndReuse(t *testing.T) {
 	s := newReviewStack(t, g, Config{})
 	put := func(key string, body []byte) {
 		t.Helper()
-		if _, err := s.st.Put(ctx, PutRequest{Key: key, Size: int64(len(body)), Body: bytes.NewReader(body)}); err != nil {
+		if err := s.put(ctx, key, body); err != nil {
 			t.Fatalf("put %q: %v", key, err)
 		}
 	}
@@ -54,7 +54,7 @@ func TestCorruptionStillReported(t *testing.T) {
 	g := volume.Geometry{SpageShift: 12, LpageShift: 16, VolumeSize: 16 << 20}
 	s := newReviewStack(t, g, Config{})
 	body := bytes.Repeat([]byte{'c'}, 3000)
-	if _, err := s.st.Put(ctx, PutRequest{Key: "c", Size: int64(len(body)), Body: bytes.NewReader(body)}); err != nil {
+	if err := s.put(ctx, "c", body); err != nil {
 		t.Fatal(err)
 	}
 	obj, err := s.st.Get(ctx, "c", ReadOptions{})

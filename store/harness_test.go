@@ -118,6 +118,39 @@ func (s *reviewStack) get(t testing.TB, key string) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
+// put stores body under key, its size known.
+func (s *reviewStack) put(ctx context.Context, key string, body []byte) error {
+	_, err := s.st.Put(ctx, PutRequest{Key: key, Size: int64(len(body)), Body: bytes.NewReader(body)})
+	return err
+}
+
+// requireBlobs fails the test unless every key reads back its bytes.
+func (s *reviewStack) requireBlobs(t testing.TB, want map[string][]byte) {
+	t.Helper()
+	for key, body := range want {
+		if got, err := s.get(t, key); err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("GET %s: %d bytes, %v; want %d bytes", key, len(got), err, len(body))
+		}
+	}
+}
+
+// waitWritable waits, on the state machine's read-only changes, until the
+// node takes writes again.
+func (s *reviewStack) waitWritable(t testing.TB, ctx context.Context) {
+	t.Helper()
+	for {
+		changed := s.fsm.ReadOnlyChanged() // before the check: no change is missed
+		if s.node.ReadOnly() == nil {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatal("still read-only after the disk recovered")
+		}
+	}
+}
+
 // reservations counts open reservations in the catalog.
 func (s *reviewStack) reservations(t testing.TB) int {
 	t.Helper()

@@ -232,11 +232,8 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 		return BlobInfo{}, ErrPreconditionFailed
 	}
 	start := time.Now()
-	res, err := s.raft.Propose(ctx, c)
+	res, err := s.decide(ctx, c)
 	s.cfg.ObserveStage("commit", time.Since(start))
-	if err == nil {
-		err = res.Err
-	}
 	if err != nil {
 		if errors.Is(err, raftfsm.ErrPreconditionFailed) || errors.Is(err, raftfsm.ErrNoReservation) || errors.Is(err, raftfsm.ErrInvalid) {
 			u.ids = nil // the state machine released them
@@ -288,15 +285,9 @@ func (s *Store) putInline(ctx context.Context, req PutRequest) (BlobInfo, error)
 		return BlobInfo{}, ErrPreconditionFailed
 	}
 	start := time.Now()
-	res, err := s.raft.Propose(ctx, c)
-	if err == nil {
-		err = res.Err
-	}
+	res, err := s.decide(ctx, c)
 	if errors.Is(err, raftfsm.ErrNoSpace) && s.pool.drain(ctx, false) > 0 {
-		res, err = s.raft.Propose(ctx, c) // the pool held the space
-		if err == nil {
-			err = res.Err
-		}
+		res, err = s.decide(ctx, c) // the pool held the space
 	}
 	s.cfg.ObserveStage("commit", time.Since(start))
 	if err != nil {

@@ -168,6 +168,16 @@ func (s *Store) Close() error {
 // uploads (counted as used by the allocator).
 func (s *Store) PooledBytes() int64 { return s.pool.pooledBytes() }
 
+// decide proposes c and returns the state machine's refusal, if any, as
+// the error: for callers to whom a refused command is a failed request.
+func (s *Store) decide(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error) {
+	res, err := s.raft.Propose(ctx, c)
+	if err == nil {
+		err = res.Err
+	}
+	return res, err
+}
+
 // abortLater aborts a reservation in the background.
 func (s *Store) abortLater(id uint64) {
 	started := s.background(func() {
