@@ -178,7 +178,7 @@ func TestCrashBetweenCatalogAndAllocator(t *testing.T) {
 	want := ref.state()
 
 	faults := []string{"sync", "write", "op+1", "op+2", "op+3", "op+5"}
-	modes := []volume.CrashMode{volume.CrashDropAll, volume.CrashKeepRandom, volume.CrashTearOne}
+	modes := volume.CrashModes()
 	rebuilt := 0
 	for i, fault := range faults {
 		mode := modes[i%len(modes)]

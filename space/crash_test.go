@@ -87,7 +87,7 @@ func runCrashWorkload(t *testing.T, seed uint64, crashAt int64) crashRun {
 // acknowledged commit or of the one in flight, never anything in between.
 // The journal region is small, so the sweep crosses log checkpoints too.
 func TestCrash(t *testing.T) {
-	modes := []volume.CrashMode{volume.CrashDropAll, volume.CrashKeepRandom, volume.CrashTearOne}
+	modes := volume.CrashModes()
 	for _, seed := range []uint64{21, 22} {
 		clean := runCrashWorkload(t, seed, 0)
 		if clean.checkpoints == 0 {

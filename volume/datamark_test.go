@@ -46,7 +46,7 @@ func TestDataMarkCrashSweep(t *testing.T) {
 		t.Fatalf("after a clean run the mark is %d, want %d", got, rounds)
 	}
 
-	for _, mode := range []CrashMode{CrashDropAll, CrashKeepRandom, CrashTearOne} {
+	for _, mode := range CrashModes() {
 		for op := int64(1); op <= total+1; op++ {
 			dev, v := newMemVolume(t, opts, op)
 			dev.SetCrashAt(dev.Ops() + op)

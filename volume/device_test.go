@@ -265,15 +265,56 @@ func TestMemDeviceInjectedFaults(t *testing.T) {
 	if err := d.Sync(); !errors.Is(err, ErrInjected) {
 		t.Fatalf("sync: %v", err)
 	}
-	if d.Unsynced() != 2 {
-		t.Fatal("failed sync made writes durable")
+	got := make([]byte, 2)
+	if d.Unsynced() != 0 || readFull(d, got, 0) != nil || got[0] == 'a' || got[1] == 'b' {
+		t.Fatalf("after a failed sync: %d unsynced writes, reads %q; want the writes dropped", d.Unsynced(), got)
+	}
+	if err := d.Sync(); !errors.Is(err, ErrInjected) {
+		t.Fatalf("second sync of a broken disk: %v", err)
 	}
 	d.FailSyncAfter(-1)
 	if err := d.Sync(); err != nil {
 		t.Fatal(err)
 	}
+	d.FailReads(100, 10)
+	for _, off := range []int64{95, 100, 109} {
+		if _, err := d.ReadAt(make([]byte, 6), off); !errors.Is(err, ErrInjected) {
+			t.Fatalf("read at %d of a bad range: %v", off, err)
+		}
+	}
+	if _, err := d.ReadAt(make([]byte, 6), 110); err != nil {
+		t.Fatalf("read next to a bad range: %v", err)
+	}
 	if d.Syncs() != 1 || d.Writes() != 2 {
 		t.Fatalf("syncs %d writes %d", d.Syncs(), d.Writes())
+	}
+}
+
+// TestMemDeviceTearGarbage: the sector at the tear holds neither the old
+// nor the new bytes; sectors before it hold the new bytes, after it the old.
+func TestMemDeviceTearGarbage(t *testing.T) {
+	for seed := range int64(50) {
+		d := NewMemDevice(8*memSector, seed)
+		old := snapshot(t, d)
+		mustWrite(t, d, 0, bytes.Repeat([]byte{0xAB}, 8*memSector))
+		d.Crash(CrashTearGarbage, rand.New(rand.NewSource(seed)))
+		img := snapshot(t, d)
+		garbage := 0
+		for s := 0; s < 8; s++ {
+			sec, was := img[s*memSector:(s+1)*memSector], old[s*memSector:(s+1)*memSector]
+			isNew := bytes.Equal(sec, bytes.Repeat([]byte{0xAB}, memSector))
+			switch {
+			case garbage == 0 && isNew:
+			case garbage == 0 && !bytes.Equal(sec, was):
+				garbage++
+			case garbage == 1 && bytes.Equal(sec, was):
+			default:
+				t.Fatalf("seed %d: sector %d is not new before the tear, garbage at it, old after it", seed, s)
+			}
+		}
+		if garbage != 1 {
+			t.Fatalf("seed %d: %d garbage sectors, want 1", seed, garbage)
+		}
 	}
 }
 

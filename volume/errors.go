@@ -64,6 +64,13 @@ var (
 	// heap, a metadata read, direct write or journaled write falls outside
 	// the state region, or a MemDevice access falls outside the device.
 	ErrOutOfRange = errors.New("volume: offset out of range")
+
+	// ErrPoisoned is returned by every sync of a Volume (journal commits,
+	// checkpoints, SyncData, Sync, Close) after any one sync of its device
+	// failed: the kernel may have dropped the pages it could not write and
+	// reports that only once, so no later sync can vouch for anything. The
+	// wrapped cause names the file. Reopen the volume (restart the node).
+	ErrPoisoned = errors.New("volume: a sync of the device failed earlier, so nothing written since can be made durable; restart to recover from the Raft log")
 )
 
 // Errors produced only by MemDevice, the test double.

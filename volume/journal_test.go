@@ -543,7 +543,7 @@ func TestJournalCrash(t *testing.T) {
 	t.Logf("%d txns, %d device ops per clean run", ntxn, total)
 
 	// The random modes get several tries at each crash point.
-	modes := []CrashMode{CrashDropAll, CrashKeepRandom, CrashKeepRandom, CrashKeepRandom, CrashTearOne, CrashTearOne}
+	modes := []CrashMode{CrashDropAll, CrashKeepRandom, CrashKeepRandom, CrashKeepRandom, CrashTearOne, CrashTearOne, CrashTearGarbage, CrashTearGarbage}
 	runs, partial := 0, 0
 	for k := int64(1); k <= total+2; k += int64(step) {
 		for mi, mode := range modes {

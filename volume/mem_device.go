@@ -28,7 +28,16 @@ const (
 	// keeps only a prefix of that one's sectors (possibly none, never all),
 	// and loses every write after it.
 	CrashTearOne
+	// CrashTearGarbage is CrashTearOne where the sector at the tear reads
+	// back as neither its old nor its new bytes (a sector whose write was
+	// cut mid-way, as a disk without atomic sectors leaves it).
+	CrashTearGarbage
 )
+
+// CrashModes returns every CrashMode, for sweeps that try each.
+func CrashModes() []CrashMode {
+	return []CrashMode{CrashDropAll, CrashKeepRandom, CrashTearOne, CrashTearGarbage}
+}
 
 func (m CrashMode) String() string {
 	switch m {
@@ -38,6 +47,8 @@ func (m CrashMode) String() string {
 		return "keep-random"
 	case CrashTearOne:
 		return "tear-one"
+	case CrashTearGarbage:
+		return "tear-garbage"
 	default:
 		return fmt.Sprintf("CrashMode(%d)", int(m))
 	}
@@ -81,10 +92,13 @@ type MemDevice struct {
 	writes  int64 // applied WriteAt calls
 	syncs   int64 // successful Sync calls
 	// failWrites and failSyncs count successes left before ErrInjected;
-	// negative = no fault.
+	// negative = no fault. failOnce makes the failing Sync the only one.
 	failWrites int64
 	failSyncs  int64
-	syncHook   func()
+	failOnce   bool
+	// badReads are ranges [off, end) whose reads fail with ErrInjected.
+	badReads [][2]int64
+	syncHook func()
 }
 
 type memWrite struct {
@@ -151,6 +165,11 @@ func (d *MemDevice) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return 0, io.EOF
 	}
+	for _, r := range d.badReads {
+		if off < r[1] && off+int64(len(p)) > r[0] {
+			return 0, fmt.Errorf("memdevice: read [%d,+%d): %w", off, len(p), ErrInjected)
+		}
+	}
 	n := copy(p, d.img[off:])
 	if n < len(p) {
 		return n, io.EOF
@@ -207,6 +226,13 @@ func (d *MemDevice) Sync() error {
 		return fmt.Errorf("memdevice: sync op %d: %w", op, ErrCrashed)
 	}
 	if d.failSyncs == 0 {
+		// As Linux after a failed writeback: the pages it could not
+		// write are dropped (reads see the durable bytes again), and the
+		// error is reported to this one Sync.
+		d.dropPendingLocked()
+		if d.failOnce {
+			d.failSyncs, d.failOnce = -1, false
+		}
 		d.mu.Unlock()
 		return fmt.Errorf("memdevice: sync: %w", ErrInjected)
 	}
@@ -257,6 +283,18 @@ func (d *MemDevice) Reopen() {
 	d.closed = false
 }
 
+// dropPendingLocked loses every unsynced write: the image returns to the
+// durable bytes. REQUIRES: d.mu held.
+func (d *MemDevice) dropPendingLocked() {
+	for i := len(d.pending) - 1; i >= 0; i-- {
+		w := d.pending[i]
+		copy(d.img[w.off:], w.old)
+	}
+	d.base += int64(len(d.pending))
+	clear(d.pending)
+	d.pending = d.pending[:0]
+}
+
 // Crash simulates a power cut and reboot: it discards the volatile state,
 // leaves the durable image as chosen by mode (rng decides which sectors
 // survive; a nil rng uses one derived from the device seed), clears the
@@ -281,7 +319,7 @@ func (d *MemDevice) Crash(mode CrashMode, rng *rand.Rand) {
 				}
 			}
 		}
-	case CrashTearOne:
+	case CrashTearOne, CrashTearGarbage:
 		if len(d.pending) > 0 {
 			torn := rng.Intn(len(d.pending))
 			for _, w := range d.pending[:torn] {
@@ -294,6 +332,10 @@ func (d *MemDevice) Crash(mode CrashMode, rng *rand.Rand) {
 				end := pieces[keep-1][1]
 				copy(d.img[w.off:], w.new[:end])
 			}
+			if mode == CrashTearGarbage {
+				s := pieces[keep]
+				fillGarbage(d.img[w.off+int64(s[0]):w.off+int64(s[1])], rng.Uint64())
+			}
 		}
 	default: // CrashDropAll and unknown modes lose everything unsynced.
 	}
@@ -305,6 +347,8 @@ func (d *MemDevice) Crash(mode CrashMode, rng *rand.Rand) {
 	d.crashAt = 0
 	d.failWrites = -1
 	d.failSyncs = -1
+	d.failOnce = false
+	d.badReads = nil
 }
 
 // sectorPieces splits [off, off+n) at absolute multiples of memSector and
@@ -338,12 +382,33 @@ func (d *MemDevice) SetCrashAt(op int64) {
 }
 
 // FailSyncAfter lets the next n Syncs succeed; every Sync after them
-// returns ErrInjected (and makes nothing durable) until FailSyncAfter(-1)
-// or Crash. A negative n removes the fault.
+// returns ErrInjected until FailSyncAfter(-1) or Crash, a disk that stays
+// broken. Each failing Sync drops the writes it could not make durable:
+// reads see the durable bytes again. A negative n removes the fault.
 func (d *MemDevice) FailSyncAfter(n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.failSyncs = int64(max(n, -1))
+	d.failOnce = false
+}
+
+// FailSyncOnceAfter is Linux's failed writeback: the next n Syncs succeed,
+// the one after them drops every unsynced write (reads see the durable
+// bytes again) and returns ErrInjected, and later Syncs succeed again, so
+// a caller that did not see the error is never told. Crash removes it.
+func (d *MemDevice) FailSyncOnceAfter(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.failSyncs = int64(max(n, -1))
+	d.failOnce = n >= 0
+}
+
+// FailReads makes every ReadAt that overlaps [off, off+n) fail with
+// ErrInjected, as an unreadable sector does, until Crash.
+func (d *MemDevice) FailReads(off, n int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.badReads = append(d.badReads, [2]int64{off, off + n})
 }
 
 // FailWritesAfter lets the next n WriteAts succeed; every WriteAt after

@@ -111,7 +111,7 @@ func Format(dev Device, opts FormatOptions) (Superblock, error) {
 // Volume is an open volume: the superblock, the metadata journal and the
 // heap. All methods are safe for concurrent use.
 type Volume struct {
-	dev      Device
+	dev      *poisonDevice
 	sb       Superblock
 	j        *Journal
 	heapEnd  int64
@@ -154,18 +154,19 @@ func Open(dev Device, expect *Geometry) (*Volume, error) {
 	if expect != nil && *expect != sb.Geometry {
 		return nil, fmt.Errorf("volume: open: volume has %v, expected %v: %w", sb.Geometry, *expect, ErrGeometryMismatch)
 	}
-	j, err := openJournal(dev, sb)
+	pdev := newPoisonDevice(dev)
+	j, err := openJournal(pdev, sb)
 	if err != nil {
 		return nil, fmt.Errorf("volume: open: %w", err)
 	}
 	v := &Volume{
-		dev:      dev,
+		dev:      pdev,
 		sb:       sb,
 		j:        j,
 		heapEnd:  sb.Layout.HeapOffset + sb.Layout.HeapSize,
 		stateEnd: sb.Layout.StateOffset + sb.Layout.StateSize,
 	}
-	v.ds.init(dev)
+	v.ds.init(pdev)
 	v.ds.markSlots = markSlots(sb.Version)
 	var slots [2][markEncoded]byte
 	for i, off := range v.ds.markSlots {
@@ -178,6 +179,13 @@ func Open(dev Device, expect *Geometry) (*Volume, error) {
 	v.ds.markWritten = v.ds.openMark
 	return v, nil
 }
+
+// Err returns nil while the volume can make writes durable, and the
+// ErrPoisoned error (naming the cause) once a sync of its device failed.
+func (v *Volume) Err() error { return v.dev.Err() }
+
+// Failed is closed when a sync of the device fails; Err then says why.
+func (v *Volume) Failed() <-chan struct{} { return v.dev.failed }
 
 // Superblock returns the volume's superblock.
 func (v *Volume) Superblock() Superblock { return v.sb }

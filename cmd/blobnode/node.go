@@ -391,6 +391,11 @@ wait:
 		case <-fsm.Stopped():
 			runErr = fsm.Err()
 			break wait
+		case <-st.vol.Failed():
+			// Nothing written since can be made durable on this volume;
+			// a restart recovers from the Raft log.
+			runErr = fmt.Errorf("stopping: %w", st.vol.Err())
+			break wait
 		case err := <-served:
 			runErr = err
 			break wait
