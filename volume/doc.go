@@ -16,7 +16,7 @@
 // superblock:
 //
 //	[0, 4096)                        superblock
-//	[4096, 12288)                    data mark: two slots, one per page (version 2)
+//	[4096, 12288)                    data mark: two slots, one per page (versions 2 and 3)
 //	[JournalOffset, +JournalSize)    metadata journal (JournalOffset = 12288; 4096 in version 1)
 //	[StateOffset, +StateSize)        allocator state (package space owns its contents)
 //	[HeapOffset, +HeapSize)          blob data; HeapSize = floor((VolumeSize-HeapOffset)/lpage)*lpage
@@ -24,18 +24,20 @@
 // Every offset the API takes (Txn.Write, ReadMeta, WriteMetaDirect, ReadAt,
 // WriteAt) is absolute in the device, and is checked against its region.
 //
-// # Superblock (frozen, versions 1 and 2)
+// # Superblock (frozen, versions 1 to 3)
 //
 // Version 2 differs from version 1 only in where the data mark lives (its
 // own two pages, so that marks never rewrite the superblock's page; in
 // version 1, sectors 2 and 3 of the superblock's page) and so where the
-// journal starts. This code writes version 2 and opens both.
+// journal starts. Version 3 differs from version 2 only inside the
+// journal region: each header slot has a page of its own. This code
+// writes version 3 and opens all three.
 //
 // At offset 0, 4096 bytes reserved, integers little-endian:
 //
 //	offset size field
 //	     0    8 magic "BLOBNODE"
-//	     8    4 format version, u32 = 1 or 2
+//	     8    4 format version, u32 = 1, 2 or 3
 //	    12   16 volume UUID
 //	    28    8 VolumeSize, u64 (bytes)
 //	    36    1 SpageShift, u8 (12..20)
@@ -58,9 +60,13 @@
 //
 // # Journal region (frozen)
 //
-// The journal region starts with two 512-byte header slots, A at +0 and B
-// at +512, written alternately (ping-pong); the log area runs from +4096 to
-// the region's end. A header slot, integers little-endian:
+// The journal region starts with two header slots, written alternately
+// (ping-pong). In version 3 each has a 4096-byte page of its own, A at +0
+// and B at +4096, and the log area runs from +8192 to the region's end: a
+// checkpoint rewrites one slot, and no torn page write can damage both. In
+// versions 1 and 2 both share the first page (A at +0, B at +512) and the
+// log area starts at +4096. A header slot (512 bytes), integers
+// little-endian:
 //
 //	offset size field
 //	     0    4 magic "BNJH"

@@ -148,7 +148,7 @@ func FuzzReplay(f *testing.F) {
 	}
 	f.Add(patch())
 	f.Add(patch(0, 0x10))                                // header slot A magic
-	f.Add(patch(headerSlotSize+4, 1))                    // slot B
+	f.Add(patch(regionAlign+4, 1))                       // slot B
 	f.Add(patch(logAreaOffset+5, 1))                     // first record's seq
 	f.Add(patch(logAreaOffset+40, 0x80))                 // first record's payload
 	f.Add(patch(logAreaOffset+512+40, 1))                // second record's payload

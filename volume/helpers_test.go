@@ -156,3 +156,13 @@ func wantErr(t testing.TB, err, target error) {
 }
 
 func fill(n int, b byte) []byte { return bytes.Repeat([]byte{b}, n) }
+
+// logAreaOffset is where the log starts in the journal region of a volume
+// of FormatVersion (TestLogAreaOffset keeps it honest).
+const logAreaOffset = 2 * regionAlign
+
+func TestLogAreaOffset(t *testing.T) {
+	if _, l := journalSlots(FormatVersion); l != logAreaOffset {
+		t.Fatalf("log area at %d, the tests assume %d", l, logAreaOffset)
+	}
+}

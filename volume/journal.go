@@ -126,8 +126,8 @@ const (
 type Journal struct {
 	dev        Device
 	tag        uint64
-	region     int64 // journal region offset: header slots at +0 and +512
-	logStart   int64 // absolute bounds of the log area
+	slots      [2]int64 // absolute offsets of header slots A and B
+	logStart   int64    // absolute bounds of the log area
 	logEnd     int64
 	stateStart int64 // absolute bounds of the state region
 	stateEnd   int64
@@ -159,11 +159,12 @@ type Journal struct {
 // starts the commit goroutine. It reads O(1) bytes when the log is empty.
 func openJournal(dev Device, sb Superblock) (*Journal, error) {
 	l := sb.Layout
+	slots, logArea := journalSlots(sb.Version)
 	j := &Journal{
 		dev:        dev,
 		tag:        volumeTag(sb.UUID),
-		region:     l.JournalOffset,
-		logStart:   l.JournalOffset + logAreaOffset,
+		slots:      [2]int64{l.JournalOffset + slots[0], l.JournalOffset + slots[1]},
+		logStart:   l.JournalOffset + logArea,
 		logEnd:     l.JournalOffset + l.JournalSize,
 		stateStart: l.StateOffset,
 		stateEnd:   l.StateOffset + l.StateSize,
@@ -174,19 +175,21 @@ func openJournal(dev Device, sb Superblock) (*Journal, error) {
 	maxRec := min(j.logEnd-j.logStart, maxRecordBytes)
 	j.maxTxn = int(maxRec/recordAlign*recordAlign - recordHdrSize - 4)
 
-	hb := make([]byte, 2*headerSlotSize)
-	if err := readFull(dev, hb, j.region); err != nil {
-		return nil, fmt.Errorf("volume: read journal header: %w", err)
+	var hb [2][headerSlotSize]byte
+	for i, off := range j.slots {
+		if err := readFull(dev, hb[i][:], off); err != nil {
+			return nil, fmt.Errorf("volume: read journal header: %w", err)
+		}
 	}
-	h0, ok0 := decodeJournalHeader(hb[:headerSlotSize])
-	h1, ok1 := decodeJournalHeader(hb[headerSlotSize:])
+	h0, ok0 := decodeJournalHeader(hb[0][:])
+	h1, ok1 := decodeJournalHeader(hb[1][:])
 	switch {
 	case ok0 && (!ok1 || h0.generation >= h1.generation):
 		j.slot, j.gen, j.nextSeq = 0, h0.generation, h0.nextSeq
 	case ok1:
 		j.slot, j.gen, j.nextSeq = 1, h1.generation, h1.nextSeq
 	default:
-		return nil, &CorruptError{Offset: j.region, Reason: "no valid journal header slot"}
+		return nil, &CorruptError{Offset: j.slots[0], Reason: "no valid journal header slot"}
 	}
 	j.tail = j.logStart
 	if err := j.replay(); err != nil {
@@ -302,7 +305,7 @@ func (j *Journal) checkpoint() error {
 	}
 	slot := 1 - j.slot
 	h := encodeJournalHeader(journalHeader{generation: j.gen + 1, nextSeq: j.nextSeq})
-	if _, err := j.dev.WriteAt(h, j.region+int64(slot)*headerSlotSize); err != nil {
+	if _, err := j.dev.WriteAt(h, j.slots[slot]); err != nil {
 		return fmt.Errorf("checkpoint: write header: %w", err)
 	}
 	if err := j.sync(); err != nil {

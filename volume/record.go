@@ -8,12 +8,11 @@ import (
 
 // Frozen journal format; see the package documentation.
 const (
-	// MinJournalSize is the smallest journal region: the header page plus
-	// one 4 KiB page of log.
-	MinJournalSize = 2 * regionAlign
+	// MinJournalSize is the smallest journal region of a new volume: the
+	// two header pages plus one 4 KiB page of log.
+	MinJournalSize = 3 * regionAlign
 
-	headerSlotSize = 512          // one journal header slot (A at +0, B at +512)
-	logAreaOffset  = regionAlign  // log area starts this far into the journal region
+	headerSlotSize = 512          // the encoded part of one journal header slot
 	headerMagic    = "BNJH"       // journal header slot magic
 	headerCRCOff   = 20           // CRC32C over [0, headerCRCOff)
 	recordMagic    = "BNJR"       // record header magic
@@ -24,6 +23,26 @@ const (
 	maxGroupBytes  = 4 << 20      // soft bound on one record's payload
 	maxRecordBytes = 1<<32 - 1024 // payloadLen is a u32
 )
+
+// journalSlots returns where, relative to the journal region, the two
+// header slots and the log area of a volume of the given format version
+// start. From version 3 each slot has a page of its own: both are
+// rewritten at every checkpoint, and a torn page write must never be able
+// to damage both, which would leave a journal no Open can trust. Versions
+// 1 and 2 keep both slots in the region's first page (A at +0, B at +512).
+func journalSlots(version uint32) (slots [2]int64, logArea int64) {
+	if version < 3 {
+		return [2]int64{0, headerSlotSize}, regionAlign
+	}
+	return [2]int64{0, regionAlign}, 2 * regionAlign
+}
+
+// minJournalSize is the smallest journal region of the given format
+// version: its header slots plus one page of log.
+func minJournalSize(version uint32) int64 {
+	_, logArea := journalSlots(version)
+	return logArea + regionAlign
+}
 
 // journalHeader is one decoded header slot.
 type journalHeader struct {

@@ -11,9 +11,11 @@ const (
 	// SuperblockSize is the space reserved for the superblock at offset 0.
 	SuperblockSize = 4096
 	// FormatVersion is the on-disk format version this code writes. It also
-	// reads version 1, whose data mark lives in the superblock's page (see
-	// markSlots) and whose journal starts right after the superblock.
-	FormatVersion  = 2
+	// reads version 2, whose journal header slots share one page (see
+	// journalSlots), and version 1, whose data mark also lives in the
+	// superblock's page (see markSlots) and whose journal starts right
+	// after the superblock.
+	FormatVersion  = 3
 	oldestReadable = 1
 
 	superMagic   = "BLOBNODE"
@@ -167,8 +169,8 @@ func checkLayout(g Geometry, l Layout, version uint32) error {
 	switch {
 	case l.JournalOffset != journalOffset(version):
 		return bad("journal at %d, want %d", l.JournalOffset, journalOffset(version))
-	case l.JournalSize < MinJournalSize:
-		return bad("journal of %d bytes, minimum %d", l.JournalSize, MinJournalSize)
+	case l.JournalSize < minJournalSize(version):
+		return bad("journal of %d bytes, minimum %d", l.JournalSize, minJournalSize(version))
 	case l.StateOffset != l.JournalOffset+l.JournalSize:
 		return bad("state region at %d, want %d", l.StateOffset, l.JournalOffset+l.JournalSize)
 	case l.HeapOffset != l.StateOffset+l.StateSize:

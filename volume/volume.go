@@ -32,6 +32,12 @@ func alignUp(n int64) int64 { return (n + regionAlign - 1) / regionAlign * regio
 // geometry is out of range or the regions do not fit with at least one
 // lpage of heap.
 func ComputeLayout(opts FormatOptions) (Layout, error) {
+	return computeLayout(opts, FormatVersion)
+}
+
+// computeLayout is ComputeLayout for a volume of the given format version
+// (tests make volumes of the versions this code still opens).
+func computeLayout(opts FormatOptions, version uint32) (Layout, error) {
 	g := opts.Geometry
 	if err := g.Validate(); err != nil {
 		return Layout{}, err
@@ -46,8 +52,8 @@ func ComputeLayout(opts FormatOptions) (Layout, error) {
 	if js > g.VolumeSize || opts.StateSize > g.VolumeSize {
 		return Layout{}, fmt.Errorf("volume: journal of %d or state of %d bytes exceeds the %d-byte volume: %w", js, opts.StateSize, g.VolumeSize, ErrBadGeometry)
 	}
-	js = max(alignUp(js), MinJournalSize)
-	l := Layout{JournalOffset: journalOffset(FormatVersion), JournalSize: js}
+	js = max(alignUp(js), minJournalSize(version))
+	l := Layout{JournalOffset: journalOffset(version), JournalSize: js}
 	l.StateOffset = l.JournalOffset + l.JournalSize
 	l.StateSize = alignUp(opts.StateSize)
 	l.HeapOffset = l.StateOffset + l.StateSize
@@ -66,17 +72,21 @@ func ComputeLayout(opts FormatOptions) (Layout, error) {
 // region or the heap. The device must hold at least Geometry.VolumeSize
 // bytes (ErrTruncated otherwise).
 func Format(dev Device, opts FormatOptions) (Superblock, error) {
+	return format(dev, opts, FormatVersion)
+}
+
+func format(dev Device, opts FormatOptions, version uint32) (Superblock, error) {
 	if dev == nil {
 		return Superblock{}, errors.New("volume: format: nil device")
 	}
-	l, err := ComputeLayout(opts)
+	l, err := computeLayout(opts, version)
 	if err != nil {
 		return Superblock{}, fmt.Errorf("volume: format: %w", err)
 	}
 	if size := dev.Size(); size < opts.Geometry.VolumeSize {
 		return Superblock{}, fmt.Errorf("volume: format: device of %d bytes, volume of %d: %w", size, opts.Geometry.VolumeSize, ErrTruncated)
 	}
-	sb := Superblock{Version: FormatVersion, UUID: opts.UUID, Geometry: opts.Geometry, Layout: l}
+	sb := Superblock{Version: version, UUID: opts.UUID, Geometry: opts.Geometry, Layout: l}
 	if sb.UUID == ([16]byte{}) {
 		if _, err := rand.Read(sb.UUID[:]); err != nil {
 			return Superblock{}, fmt.Errorf("volume: format: uuid: %w", err)
@@ -86,15 +96,18 @@ func Format(dev Device, opts FormatOptions) (Superblock, error) {
 	}
 	// Slot A holds generation 1; slot B is zeroed so that no header left by
 	// an earlier format of this device can win.
-	hdr := make([]byte, 2*headerSlotSize)
+	_, logArea := journalSlots(version)
+	hdr := make([]byte, logArea)
 	copy(hdr, encodeJournalHeader(journalHeader{generation: 1, nextSeq: 1}))
 	if _, err := dev.WriteAt(hdr, l.JournalOffset); err != nil {
 		return Superblock{}, fmt.Errorf("volume: format: write journal header: %w", err)
 	}
 	// No data mark either: a mark left by an earlier use of the device
 	// would make replay skip writes this volume never made durable.
-	if _, err := dev.WriteAt(make([]byte, markPages*regionAlign), SuperblockSize); err != nil {
-		return Superblock{}, fmt.Errorf("volume: format: clear data mark: %w", err)
+	if version >= 2 {
+		if _, err := dev.WriteAt(make([]byte, markPages*regionAlign), SuperblockSize); err != nil {
+			return Superblock{}, fmt.Errorf("volume: format: clear data mark: %w", err)
+		}
 	}
 	if err := dev.Sync(); err != nil {
 		return Superblock{}, fmt.Errorf("volume: format: %w", err)
