@@ -151,7 +151,12 @@ func (s *Snapshot) Release() {
 //
 // If the file was swapped in but cannot be reopened, the DB is unusable and
 // every later call returns an error wrapping ErrClosed.
-func (db *DB) Restore(r io.Reader) (err error) {
+func (db *DB) Restore(r io.Reader) error { return db.RestoreIf(r, nil) }
+
+// RestoreIf is Restore that first runs accept, if not nil, in a read
+// transaction of the received catalog: an error from it refuses the
+// snapshot, and the catalog in place is unchanged.
+func (db *DB) RestoreIf(r io.Reader, accept func(*Tx) error) (err error) {
 	db.mu.RLock()
 	_, err = db.current()
 	db.mu.RUnlock()
@@ -196,6 +201,16 @@ func (db *DB) Restore(r io.Reader) (err error) {
 	}()
 	if err := checkBolt(tdb, false); err != nil {
 		return fmt.Errorf("restore: received catalog: %w", err)
+	}
+	if accept != nil {
+		err := tdb.View(func(btx *bbolt.Tx) error {
+			tx := &Tx{tx: btx}
+			defer tx.end()
+			return accept(tx)
+		})
+		if err != nil {
+			return fmt.Errorf("restore: snapshot refused: %w", err)
+		}
 	}
 
 	db.mu.Lock()

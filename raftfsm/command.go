@@ -78,7 +78,7 @@ type Command struct {
 
 	Now int64 // Expire
 
-	Geometry string // Init: volume.Geometry.String()
+	Geometry string // Init: the volume layout, volume.Placement.String() (a bare volume.Geometry.String() from releases before format 3)
 
 	Data []byte // CommitInline: the blob's bytes
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/blobnode/blobnode/catalog"
 	"github.com/blobnode/blobnode/space"
+	"github.com/blobnode/blobnode/volume"
 )
 
 // Deterministic refusals, returned in a Result (never a reason to stop).
@@ -31,9 +32,11 @@ var (
 	// does not match the size). The coordinator has a bug; the state is
 	// unchanged.
 	ErrInvalid = errors.New("invalid command")
-	// ErrGeometryMismatch: the group's volume geometry differs from this
-	// node's.
-	ErrGeometryMismatch = errors.New("volume geometry differs from the group's")
+	// ErrGeometryMismatch: the group's volume layout (volume.Placement:
+	// format version, geometry, journal size, heap offset and size)
+	// differs from this node's, so the same extent would be at another
+	// device offset here.
+	ErrGeometryMismatch = errors.New("volume layout differs from the group's")
 )
 
 // ErrStopped is returned by the FSM after a fatal error: state on disk may
@@ -107,10 +110,10 @@ type BlobData interface {
 // are called from one goroutine; FSMSnapshot.Persist runs concurrently with
 // ApplyBatch. Readers use View and WaitApplied from any goroutine.
 type FSM struct {
-	cat      *catalog.DB
-	alloc    Allocator
-	geometry string // this node's volume geometry
-	log      *slog.Logger
+	cat    *catalog.DB
+	alloc  Allocator
+	layout volume.Placement // this node's volume layout
+	log    *slog.Logger
 
 	// data receives inline blobs. Its durable mark is the index of the
 	// last inline entry whose bytes are known durable on the heap: replay
@@ -159,9 +162,9 @@ type FSM struct {
 // the original decisions.
 //
 // rebuild forces the rebuild (space.Open said ErrNeedsRebuild).
-func Open(ctx context.Context, cat *catalog.DB, alloc Allocator, geometry string, log *slog.Logger, rebuild bool) (*FSM, error) {
+func Open(ctx context.Context, cat *catalog.DB, alloc Allocator, layout volume.Placement, log *slog.Logger, rebuild bool) (*FSM, error) {
 	f := &FSM{
-		cat: cat, alloc: alloc, geometry: geometry, log: log, update: cat.Update,
+		cat: cat, alloc: alloc, layout: layout, log: log, update: cat.Update,
 		fatalCh: make(chan struct{}), readOnly: map[string]*ReadOnlyError{},
 		roChanged: make(chan struct{}), closing: make(chan struct{}),
 	}
@@ -496,9 +499,21 @@ func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
 	return Result{}, fmt.Errorf("%w: kind %d", ErrBadCommand, c.Kind)
 }
 
+// geometryMeta is the catalog meta key of the group's volume layout, the
+// text of a volume.Placement (a bare geometry in groups recorded before
+// format 3).
 const geometryMeta = "volume-geometry"
 
+// applyInit records the group's volume layout (the first Init's) and
+// checks it against this node's and the command's. A node whose volume
+// would put extents elsewhere stops: it cannot hold the group's data. A
+// group recorded by an earlier release holds only a geometry; the first
+// Init with a whole layout that agrees with it completes the record.
 func (f *FSM) applyInit(tx *catalog.Tx, c *Command) (Result, error) {
+	proposed, err := volume.ParsePlacement(c.Geometry)
+	if err != nil {
+		return Result{Err: ErrInvalid}, nil
+	}
 	cur, err := tx.GetMeta(geometryMeta)
 	if errors.Is(err, catalog.ErrNotFound) {
 		cur, err = []byte(c.Geometry), tx.PutMeta(geometryMeta, []byte(c.Geometry))
@@ -506,14 +521,49 @@ func (f *FSM) applyInit(tx *catalog.Tx, c *Command) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if string(cur) != f.geometry {
-		// This node cannot hold the group's data at the same offsets.
-		return Result{}, fmt.Errorf("%w: group %q, this node %q", ErrGeometryMismatch, cur, f.geometry)
+	group, err := volume.ParsePlacement(string(cur))
+	if err != nil {
+		return Result{}, fmt.Errorf("the catalog's group layout: %w", err)
 	}
-	if c.Geometry != string(cur) {
+	if err := CheckLayout(group, f.layout); err != nil {
+		return Result{}, err
+	}
+	if !proposed.Matches(group) {
 		return Result{Err: ErrGeometryMismatch}, nil
 	}
+	if group.Partial() && !proposed.Partial() {
+		if err := tx.PutMeta(geometryMeta, []byte(c.Geometry)); err != nil {
+			return Result{}, err
+		}
+	}
 	return Result{}, nil
+}
+
+// CheckLayout returns nil if a node whose volume has layout node can hold
+// the blobs of a group whose recorded layout is group at the same device
+// offsets, and otherwise an ErrGeometryMismatch error showing both.
+func CheckLayout(group, node volume.Placement) error {
+	if node.Matches(group) {
+		return nil
+	}
+	return fmt.Errorf("%w: the group's volumes have %s, this node's has %s", ErrGeometryMismatch, group, node)
+}
+
+// acceptSnapshot refuses a snapshot of a group whose volume layout is not
+// this node's, before it replaces the catalog.
+func (f *FSM) acceptSnapshot(tx *catalog.Tx) error {
+	cur, err := tx.GetMeta(geometryMeta)
+	if errors.Is(err, catalog.ErrNotFound) {
+		return nil // taken before the group's Init applied
+	}
+	if err != nil {
+		return err
+	}
+	group, err := volume.ParsePlacement(string(cur))
+	if err != nil {
+		return fmt.Errorf("the snapshot's group layout: %w", err)
+	}
+	return CheckLayout(group, f.layout)
 }
 
 func (f *FSM) applyReserve(tx *catalog.Tx, c *Command) (Result, error) {
@@ -813,7 +863,7 @@ func (s *snapshot) Release() { s.s.Release() }
 // the allocator rebuilt from it.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	if err := f.cat.Restore(rc); err != nil {
+	if err := f.cat.RestoreIf(rc, f.acceptSnapshot); err != nil {
 		return fmt.Errorf("raftfsm: restore: %w", err)
 	}
 	var idx uint64

@@ -134,7 +134,7 @@ func (s *stack) open() {
 	}
 	s.allocAppliedAtOpen = alloc.AppliedIndex()
 	s.catAppliedAtOpen = catalogApplied(t, s.cat)
-	f, err := Open(context.Background(), s.cat, alloc, s.vol.Superblock().Geometry.String(), discardLogger(), s.needsRebuildAtOpen || s.forceRebuild)
+	f, err := Open(context.Background(), s.cat, alloc, s.vol.Superblock().Placement(), discardLogger(), s.needsRebuildAtOpen || s.forceRebuild)
 	if err != nil {
 		t.Fatalf("raftfsm.Open: %v", err)
 	}

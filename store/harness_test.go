@@ -61,7 +61,7 @@ func newReviewStackOn(t testing.TB, g volume.Geometry, cfg Config, dev volume.De
 	if err != nil {
 		t.Fatalf("catalog.Open: %v", err)
 	}
-	fsm, err := raftfsm.Open(context.Background(), cat, alloc, vol.Superblock().Geometry.String(), log, false)
+	fsm, err := raftfsm.Open(context.Background(), cat, alloc, vol.Superblock().Placement(), log, false)
 	if err != nil {
 		t.Fatalf("raftfsm.Open: %v", err)
 	}

@@ -268,8 +268,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 			}
 		}
 	}()
-	geometry := st.vol.Superblock().Geometry.String()
-	fsm, err := raftfsm.Open(ctx, st.cat, st.alloc, geometry, log, st.rebuild)
+	layout := st.vol.Superblock().Placement()
+	fsm, err := raftfsm.Open(ctx, st.cat, st.alloc, layout, log, st.rebuild)
 	if err != nil {
 		return err
 	}
@@ -306,7 +306,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	m.watch(node, st)
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = initGroup(startCtx, node, geometry)
+	err = initGroup(startCtx, node, layout.String())
 	cancel()
 	if ro := fsm.ReadOnly(); err != nil && ro != nil && !errors.Is(err, raftfsm.ErrReadOnly) {
 		// E.g. restarted with the disk still full: replay cannot proceed.
@@ -365,7 +365,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	}
 	log.Info("serving", "http", ln.Addr().String(), "scheme", scheme, "auth", sec.tokens != nil,
 		"raft", cfg.raftAddr, "raft_tls", sec.peerTLS != nil, "raft_mtls", sec.peerTLS != nil && sec.peerTLS.Mutual,
-		"data_dir", cfg.dataDir, "geometry", geometry)
+		"data_dir", cfg.dataDir, "layout", layout.String())
 	served := make(chan error, 1)
 	go func() {
 		if sec.httpTLS != nil {
@@ -427,10 +427,10 @@ func newHTTPServer(cfg config, handler http.Handler, log *slog.Logger) *http.Ser
 	}
 }
 
-// initGroup waits for a leader; the leader records the volume geometry and,
+// initGroup waits for a leader; the leader records the volume layout and,
 // when it is the only voter, frees reservations left by uploads that a
 // restart cut (no other node can be coordinating them).
-func initGroup(ctx context.Context, node *raftfsm.Node, geometry string) error {
+func initGroup(ctx context.Context, node *raftfsm.Node, layout string) error {
 	if err := node.WaitLeader(ctx); err != nil {
 		return fmt.Errorf("no leader: %w", err)
 	}
@@ -438,7 +438,7 @@ func initGroup(ctx context.Context, node *raftfsm.Node, geometry string) error {
 		return nil
 	}
 	for {
-		res, err := node.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindInit, Geometry: geometry})
+		res, err := node.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindInit, Geometry: layout})
 		if errors.Is(err, raftfsm.ErrNotLeader) && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond) // a fresh leader still settling
 			continue
@@ -492,6 +492,9 @@ func status(node *raftfsm.Node, st *storage, s *store.Store) any {
 			// Part of used_bytes: reservations made ahead for small uploads.
 			"pooled_bytes": s.PooledBytes(),
 			"geometry":     st.vol.Superblock().Geometry.String(),
+			// Format version, geometry, journal and heap: what every
+			// node of a group must share.
+			"layout": st.vol.Superblock().Placement().String(),
 		},
 	}
 }
