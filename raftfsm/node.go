@@ -42,9 +42,9 @@ type NodeConfig struct {
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64 // default 10240
 	Logger            *slog.Logger
-	// PeerTLS, when set, carries Raft traffic over TLS (see PeerTLS);
-	// nil is plain TCP.
-	PeerTLS *PeerTLS
+	// PeerAuth secures Raft traffic: TLS (see PeerTLS), a cluster secret
+	// handshake, both, or neither (plain TCP).
+	PeerAuth PeerAuth
 }
 
 // Node owns the *raft.Raft driving one FSM, and the background work a leader
@@ -127,9 +127,9 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		return nil, fmt.Errorf("raftfsm: advertise address %q: %w", adv, err)
 	}
 	var trans *raft.NetworkTransport
-	if cfg.PeerTLS != nil {
-		var stream *TLSStreamLayer
-		stream, err = NewTLSStreamLayer(cfg.BindAddr, addr, cfg.PeerTLS, cfg.Logger.With("component", "raft-tls"))
+	if cfg.PeerAuth.TLS != nil || cfg.PeerAuth.Secret != nil {
+		var stream *PeerStreamLayer
+		stream, err = NewPeerStreamLayer(cfg.BindAddr, addr, cfg.PeerAuth, cfg.Logger.With("component", "raft-transport"))
 		if err != nil {
 			store.Close()
 			meta.Close()
@@ -140,11 +140,11 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		})
 	} else {
 		trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, addr, 3, 10*time.Second, rc.Logger)
-	}
-	if err != nil {
-		store.Close()
-		meta.Close()
-		return nil, fmt.Errorf("raftfsm: listen %s: %w", cfg.BindAddr, err)
+		if err != nil {
+			store.Close()
+			meta.Close()
+			return nil, fmt.Errorf("raftfsm: listen %s: %w", cfg.BindAddr, err)
+		}
 	}
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)

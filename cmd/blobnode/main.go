@@ -77,6 +77,11 @@ type config struct {
 	peerTLSKey     string
 	peerTLSCA      string // CA that signs every peer's certificate
 	peerMTLS       bool   // peers must present a certificate signed by peerTLSCA
+	// Cluster (README "A group of nodes").
+	peers         string // initial voters: id=raftaddr,... ("": a one-node group)
+	clusterSecret string // file holding the secret every peer shares
+	advertiseAddr string // API address peers reach this node at ("": -http-addr)
+	join          string // API URL of a member to join through
 }
 
 // parseConfig reads flags, falling back to BLOBNODE_* variables for flags
@@ -114,6 +119,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.peerTLSKey, "peer-tls-key", "", "PEM private key of -peer-tls-cert")
 	fs.StringVar(&c.peerTLSCA, "peer-tls-ca", "", "PEM CA certificate(s) that peers' certificates must chain to")
 	fs.BoolVar(&c.peerMTLS, "peer-mtls", false, "mutual TLS for Raft: refuse peers without a certificate signed by -peer-tls-ca")
+	fs.StringVar(&c.peers, "peers", "", "initial voters of a new group, id=raft-address,... identical on every node (empty: a one-node group)")
+	fs.StringVar(&c.clusterSecret, "cluster-secret-file", "", "file holding the secret every node of the group shares; required with peers")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host:port at which peers reach this node's API (default: -http-addr)")
+	fs.StringVar(&c.join, "join", "", "API URL of a group member: ask the group to add this node as a voter")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -38,6 +38,12 @@ func (c *config) checkSecurity() error {
 	if c.protectMetrics && c.tokenFile == "" {
 		return errors.New("-protect-metrics needs -token-file (there is no admin token without one)")
 	}
+	if c.peers != "" && c.clusterSecret == "" {
+		return errors.New("-peers needs -cluster-secret-file: every peer request and Raft connection is authenticated with it")
+	}
+	if c.join != "" && c.clusterSecret == "" {
+		return errors.New("-join needs -cluster-secret-file: the group admits only a node that holds its secret")
+	}
 	if c.allowUnauth {
 		return nil
 	}
@@ -46,10 +52,10 @@ func (c *config) checkSecurity() error {
 			"so anyone who can reach it could read, overwrite and delete every blob; "+
 			"give -token-file, or -allow-unauthenticated if that is really meant", ErrExposed, c.httpAddr)
 	}
-	if !c.peerMTLS && !isLoopback(c.raftAddr) {
+	if !c.peerMTLS && c.clusterSecret == "" && !isLoopback(c.raftAddr) {
 		return fmt.Errorf("%w: -raft-addr %s is not a loopback address and there is no -peer-mtls, "+
 			"so anyone who can reach it could append entries to the log (writes included); "+
-			"give -peer-tls-cert, -peer-tls-key, -peer-tls-ca and -peer-mtls, or -allow-unauthenticated if that is really meant", ErrExposed, c.raftAddr)
+			"give -cluster-secret-file, or -peer-tls-cert, -peer-tls-key, -peer-tls-ca and -peer-mtls, or -allow-unauthenticated if that is really meant", ErrExposed, c.raftAddr)
 	}
 	if c.pprofAddr != "" && !isLoopback(c.pprofAddr) {
 		return fmt.Errorf("%w: -pprof-addr %s is not a loopback address and the profiler has no authentication; "+
@@ -102,6 +108,9 @@ type security struct {
 	tokens  *reloadableTokens // nil: authentication is off
 	httpTLS *tls.Config       // nil: plain HTTP
 	peerTLS *raftfsm.PeerTLS  // nil: Raft over plain TCP
+	// clusterSecret authenticates peers (Raft transport and peer API);
+	// nil for a node without peers.
+	clusterSecret []byte
 }
 
 // loadSecurity reads the token file and the certificates named by cfg, so
@@ -146,11 +155,37 @@ func loadSecurity(cfg config, log *slog.Logger) (security, error) {
 		}
 		sec.peerTLS = &raftfsm.PeerTLS{Certificate: cert, RootCAs: pool, Mutual: cfg.peerMTLS}
 	}
-	if !cfg.peerMTLS && !isLoopback(cfg.raftAddr) {
+	if cfg.clusterSecret != "" {
+		secret, err := loadClusterSecret(cfg.clusterSecret, log)
+		if err != nil {
+			return sec, err
+		}
+		sec.clusterSecret = secret
+	}
+	if !cfg.peerMTLS && sec.clusterSecret == nil && !isLoopback(cfg.raftAddr) {
 		log.Warn("Raft peers are not authenticated (no -peer-mtls): anyone who can reach the Raft address can take part in the group",
 			"raft", cfg.raftAddr)
 	}
 	return sec, nil
+}
+
+// loadClusterSecret reads the cluster secret: the file's content without
+// surrounding white space, at least raftfsm.MinSecretLen bytes. The error
+// never quotes it.
+func loadClusterSecret(path string, log *slog.Logger) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cluster-secret-file: %w", err)
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) < raftfsm.MinSecretLen {
+		return nil, fmt.Errorf("-cluster-secret-file %s: the secret is %d bytes, at least %d are needed (openssl rand -hex 32 makes one)",
+			path, len(secret), raftfsm.MinSecretLen)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the cluster secret file is readable by other users; chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	return secret, nil
 }
 
 // auth is the Authenticator of the API: nil (not a nil *reloadableTokens

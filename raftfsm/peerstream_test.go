@@ -19,18 +19,18 @@ import (
 
 // newTLSLayer starts a stream layer on a free loopback port, closed at
 // cleanup.
-func newTLSLayer(t *testing.T, p *PeerTLS) *TLSStreamLayer {
+func newTLSLayer(t *testing.T, p *PeerTLS) *PeerStreamLayer {
 	t.Helper()
-	s, err := NewTLSStreamLayer("127.0.0.1:0", nil, p, discardLogger())
+	s, err := NewPeerStreamLayer("127.0.0.1:0", nil, PeerAuth{TLS: p}, discardLogger())
 	if err != nil {
-		t.Fatalf("NewTLSStreamLayer: %v", err)
+		t.Fatalf("NewPeerStreamLayer: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
 // acceptOne returns the next accepted connection, failing after a bound.
-func acceptOne(t *testing.T, s *TLSStreamLayer) net.Conn {
+func acceptOne(t *testing.T, s *PeerStreamLayer) net.Conn {
 	t.Helper()
 	type res struct {
 		c   net.Conn
@@ -208,7 +208,15 @@ func TestTLSStreamMutualRefusesStrangers(t *testing.T) {
 	raw.Close()
 
 	peer := newTLSLayer(t, &PeerTLS{Certificate: ca.Issue(t, "n2", testpki.Loopback()), RootCAs: ca.Pool(), Mutual: true})
-	c, err := peer.Dial(raft.ServerAddress(addr), 5*time.Second)
+	legitimatePeerGetsThrough(t, peer, srv)
+}
+
+// legitimatePeerGetsThrough dials srv from peer and checks that the next
+// connection srv accepts is that one (no refused client got through) and
+// carries bytes both ways.
+func legitimatePeerGetsThrough(t *testing.T, peer, srv *PeerStreamLayer) {
+	t.Helper()
+	c, err := peer.Dial(raft.ServerAddress(srv.Addr().String()), 5*time.Second)
 	if err != nil {
 		t.Fatalf("legitimate peer: %v", err)
 	}
@@ -265,9 +273,9 @@ func TestNodeOverMutualTLS(t *testing.T) {
 		return &PeerTLS{Certificate: ca.Issue(t, name, testpki.Loopback()), RootCAs: ca.Pool(), Mutual: true}
 	}
 	s1, s2 := newStack(t, fileDev, 1), newStack(t, fileDev, 2)
-	n1 := startNode(t, NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t), PeerTLS: peerTLS("n1")}, s1.fsm)
+	n1 := startNode(t, NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t), PeerAuth: PeerAuth{TLS: peerTLS("n1")}}, s1.fsm)
 	addr2 := freeAddr(t)
-	n2, err := StartNode(NodeConfig{ID: "n2", Dir: t.TempDir(), BindAddr: addr2, Logger: discardLogger(), PeerTLS: peerTLS("n2")}, s2.fsm)
+	n2, err := StartNode(NodeConfig{ID: "n2", Dir: t.TempDir(), BindAddr: addr2, Logger: discardLogger(), PeerAuth: PeerAuth{TLS: peerTLS("n2")}}, s2.fsm)
 	if err != nil {
 		t.Fatalf("StartNode n2: %v", err)
 	}
