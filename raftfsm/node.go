@@ -45,6 +45,11 @@ type NodeConfig struct {
 	// PeerAuth secures Raft traffic: TLS (see PeerTLS), a cluster secret
 	// handshake, both, or neither (plain TCP).
 	PeerAuth PeerAuth
+	// Peers are the initial voters of a new group, this node among them,
+	// identical on every node; empty for a one-node group. A node without
+	// Raft state forms the group with them, or rejoins it (see
+	// decideFormation). Peers need PeerAuth.Secret.
+	Peers []raft.Server
 }
 
 // Node owns the *raft.Raft driving one FSM, and the background work a leader
@@ -59,7 +64,8 @@ type Node struct {
 	// readTerm is the term in which this node, as leader, has applied an
 	// entry of its own: only then is CommitIndex a valid read index.
 	readTerm atomic.Uint64
-	trans    *raft.NetworkTransport
+	trans    closingTransport
+	stream   *PeerStreamLayer // nil without TLS or a secret
 	log      *slog.Logger
 
 	stop chan struct{}
@@ -75,9 +81,18 @@ var ErrNotLeader = errors.New("raftfsm: not the leader")
 // says there must be some.
 var ErrNoRaftState = errors.New("raftfsm: no Raft state")
 
-// StartNode starts Raft over TCP (or TLS, with cfg.PeerTLS) with a write-ahead log store (raft-wal: one
-// fsync per append) and file snapshots.
-func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
+// closingTransport is a Raft transport the node closes at Close.
+type closingTransport interface {
+	raft.Transport
+	Close() error
+}
+
+// StartNode starts Raft over TCP (TLS and a secret handshake as
+// cfg.PeerAuth says) with a write-ahead log store (raft-wal: one fsync per
+// append) and file snapshots. A node without Raft state and with
+// cfg.Peers may wait (until ctx ends) for every peer before it forms the
+// group; see decideFormation.
+func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -126,9 +141,14 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 		meta.Close()
 		return nil, fmt.Errorf("raftfsm: advertise address %q: %w", adv, err)
 	}
+	if len(cfg.Peers) > 0 && cfg.PeerAuth.Secret == nil {
+		store.Close()
+		meta.Close()
+		return nil, errors.New("raftfsm: a group with peers needs a cluster secret")
+	}
 	var trans *raft.NetworkTransport
+	var stream *PeerStreamLayer
 	if cfg.PeerAuth.TLS != nil || cfg.PeerAuth.Secret != nil {
-		var stream *PeerStreamLayer
 		stream, err = NewPeerStreamLayer(cfg.BindAddr, addr, cfg.PeerAuth, cfg.Logger.With("component", "raft-transport"))
 		if err != nil {
 			store.Close()
@@ -146,39 +166,54 @@ func StartNode(cfg NodeConfig, fsm *FSM) (*Node, error) {
 			return nil, fmt.Errorf("raftfsm: listen %s: %w", cfg.BindAddr, err)
 		}
 	}
+	var transport closingTransport = trans
+	fail := func(err error) (*Node, error) {
+		transport.Close()
+		store.Close()
+		meta.Close()
+		return nil, err
+	}
+	if stream != nil {
+		stream.SetStatus(func() PeerStatus {
+			st := PeerStatus{NodeID: cfg.ID}
+			st.HasState, _ = raft.HasExistingState(store, store, snaps)
+			st.LastIndex, _ = store.LastIndex()
+			st.Term, _ = store.GetUint64([]byte("CurrentTerm")) // hashicorp/raft's stable-store key
+			return st
+		})
+	}
 	if cfg.Bootstrap {
 		has, err := raft.HasExistingState(store, store, snaps)
 		if err != nil {
-			trans.Close()
-			store.Close()
-			meta.Close()
-			return nil, fmt.Errorf("raftfsm: %w", err)
+			return fail(fmt.Errorf("raftfsm: %w", err))
 		}
 		if !has && cfg.RequireState {
-			trans.Close()
-			store.Close()
-			meta.Close()
-			return nil, fmt.Errorf("%w in %s", ErrNoRaftState, cfg.Dir)
+			return fail(fmt.Errorf("%w in %s", ErrNoRaftState, cfg.Dir))
 		}
-		if !has {
-			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
+		conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
+		form := formBootstrap
+		if !has && len(cfg.Peers) > 0 {
+			conf.Servers = cfg.Peers
+			var fence uint64
+			if form, fence, err = decideFormation(ctx, stream, rc.LocalID, cfg.Peers, cfg.Logger); err != nil {
+				return fail(err)
+			}
+			if form == formRejoin {
+				transport = newFencedTransport(trans, fence, cfg.Logger.With("component", "raft-transport"))
+			}
+		}
+		if !has && form == formBootstrap {
 			if err := raft.BootstrapCluster(rc, store, store, snaps, trans, conf); err != nil {
-				trans.Close()
-				store.Close()
-				meta.Close()
-				return nil, fmt.Errorf("raftfsm: bootstrap: %w", err)
+				return fail(fmt.Errorf("raftfsm: bootstrap: %w", err))
 			}
 		}
 	}
 	logs := &watchedLogStore{LogStore: store, fsm: fsm}
-	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, trans)
+	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, transport)
 	if err != nil {
-		trans.Close()
-		store.Close()
-		meta.Close()
-		return nil, fmt.Errorf("raftfsm: start raft: %w", err)
+		return fail(fmt.Errorf("raftfsm: start raft: %w", err))
 	}
-	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: trans, log: cfg.Logger, stop: make(chan struct{})}
+	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: transport, stream: stream, log: cfg.Logger, stop: make(chan struct{})}
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return n, nil

@@ -44,7 +44,7 @@ func startNode(t testing.TB, cfg NodeConfig, fsm *FSM) *Node {
 	t.Helper()
 	cfg.Bootstrap = true
 	cfg.Logger = discardLogger()
-	n, err := StartNode(cfg, fsm)
+	n, err := StartNode(context.Background(), cfg, fsm)
 	if err != nil {
 		t.Fatalf("StartNode: %v", err)
 	}
@@ -480,7 +480,7 @@ func TestNodeReadBarrierAfterRestart(t *testing.T) {
 	cfg.RestoreSnapshot = true
 	cfg.Dir = restartDir(t, cfg.Dir)
 	cfg.Logger = discardLogger()
-	n, err := StartNode(cfg, s.fsm)
+	n, err := StartNode(context.Background(), cfg, s.fsm)
 	if err != nil {
 		t.Fatalf("StartNode: %v", err)
 	}

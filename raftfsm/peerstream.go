@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,7 +98,15 @@ type PeerStreamLayer struct {
 	server *tls.Config // nil: no TLS
 	client *tls.Config
 	secret []byte // nil: no secret handshake
-	log    *slog.Logger
+	// local is the address connections are dialled from: the listener's
+	// IP when it is a specific one, so that a peer (or a test's link
+	// cutter) sees this node's address as the source; nil lets the
+	// kernel choose.
+	local *net.TCPAddr
+	log   *slog.Logger
+
+	statusMu sync.Mutex
+	status   func() PeerStatus // answers probes; nil: no state yet
 
 	ready  chan net.Conn // handshaken connections, handed to Accept
 	ctx    context.Context
@@ -132,6 +142,9 @@ func NewPeerStreamLayer(bindAddr string, adv net.Addr, auth PeerAuth, log *slog.
 	}
 	if auth.TLS != nil {
 		s.server, s.client = auth.TLS.serverConfig(), auth.TLS.clientConfig()
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		s.local = &net.TCPAddr{IP: a.IP}
 	}
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -193,9 +206,14 @@ func (s *PeerStreamLayer) handshake(conn net.Conn) {
 		conn = tc
 	}
 	if s.secret != nil {
-		if err := secretHandshake(ctx, conn, s.secret, false); err != nil {
+		purpose, err := secretHandshake(ctx, conn, s.secret, purposeNone)
+		if err != nil {
 			s.refused(remote, "secret", err)
 			conn.Close()
+			return
+		}
+		if purpose == purposeStatus {
+			s.answerProbe(ctx, conn)
 			return
 		}
 	}
@@ -254,20 +272,109 @@ func (s *PeerStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration
 		}
 		cfg := s.client.Clone()
 		cfg.ServerName = host
-		conn, err = (&tls.Dialer{NetDialer: &net.Dialer{}, Config: cfg}).DialContext(ctx, "tcp", string(address))
+		conn, err = (&tls.Dialer{NetDialer: s.dialer(), Config: cfg}).DialContext(ctx, "tcp", string(address))
 	} else {
-		conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", string(address))
+		conn, err = s.dialer().DialContext(ctx, "tcp", string(address))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("raftfsm: dial %s: %w", address, err)
 	}
 	if s.secret != nil {
-		if err := secretHandshake(ctx, conn, s.secret, true); err != nil {
+		if _, err := secretHandshake(ctx, conn, s.secret, purposeRaft); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("raftfsm: dial %s: %w", address, err)
 		}
 	}
 	return conn, nil
+}
+
+func (s *PeerStreamLayer) dialer() *net.Dialer {
+	d := &net.Dialer{}
+	if s.local != nil {
+		d.LocalAddr = s.local
+	}
+	return d
+}
+
+// PeerStatus is what a node tells a peer that probes it before the group
+// exists: whether it holds Raft state, and how far its log goes.
+type PeerStatus struct {
+	NodeID    string `json:"node_id"`
+	HasState  bool   `json:"has_state"`
+	Term      uint64 `json:"term"`
+	LastIndex uint64 `json:"last_index"`
+}
+
+// maxStatusLen bounds a probe's answer.
+const maxStatusLen = 4096
+
+// SetStatus installs what the layer answers to probes (Probe).
+func (s *PeerStreamLayer) SetStatus(fn func() PeerStatus) {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	s.status = fn
+}
+
+func (s *PeerStreamLayer) answerProbe(ctx context.Context, conn net.Conn) {
+	defer conn.Close()
+	s.statusMu.Lock()
+	fn := s.status
+	s.statusMu.Unlock()
+	var st PeerStatus
+	if fn != nil {
+		st = fn()
+	}
+	b, err := json.Marshal(st)
+	if err != nil || len(b) > maxStatusLen {
+		return
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	conn.Write(binary.BigEndian.AppendUint16(nil, uint16(len(b))))
+	conn.Write(b)
+}
+
+// Probe asks the node at address, over its Raft port and authenticated by
+// the secret, for its PeerStatus. It needs a secret.
+func (s *PeerStreamLayer) Probe(ctx context.Context, address string) (PeerStatus, error) {
+	var st PeerStatus
+	if s.secret == nil {
+		return st, errors.New("raftfsm: probing peers needs a cluster secret")
+	}
+	conn, err := s.dialer().DialContext(ctx, "tcp", address)
+	if err != nil {
+		return st, fmt.Errorf("raftfsm: probe %s: %w", address, err)
+	}
+	defer conn.Close()
+	if s.client != nil {
+		host, _, _ := net.SplitHostPort(address)
+		cfg := s.client.Clone()
+		cfg.ServerName = host
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return st, fmt.Errorf("raftfsm: probe %s: %w", address, err)
+		}
+		conn = tc
+	}
+	if _, err := secretHandshake(ctx, conn, s.secret, purposeStatus); err != nil {
+		return st, fmt.Errorf("raftfsm: probe %s: %w", address, err)
+	}
+	var n [2]byte
+	if _, err := io.ReadFull(conn, n[:]); err != nil {
+		return st, fmt.Errorf("raftfsm: probe %s: %w", address, err)
+	}
+	b := make([]byte, binary.BigEndian.Uint16(n[:]))
+	if len(b) > maxStatusLen {
+		return st, fmt.Errorf("raftfsm: probe %s: answer of %d bytes", address, len(b))
+	}
+	if _, err := io.ReadFull(conn, b); err != nil {
+		return st, fmt.Errorf("raftfsm: probe %s: %w", address, err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("raftfsm: probe %s: %w", address, err)
+	}
+	return st, nil
 }
 
 // MinSecretLen is the shortest cluster secret accepted, in bytes.
@@ -279,7 +386,11 @@ const MinSecretLen = 16
 //
 //	dialer   -> listener: "BNPEER1\n", Nc (32 random bytes)
 //	listener -> dialer:   Ns (32 random bytes), HMAC-SHA256(key, "server" Nc Ns)
-//	dialer   -> listener: HMAC-SHA256(key, "client" Nc Ns)
+//	dialer   -> listener: HMAC-SHA256(key, "client" Nc Ns), purpose (1 byte)
+//
+// The purpose byte says what follows: 'R', Raft traffic; 'S', a probe,
+// which the listener answers with its PeerStatus (a big-endian u16
+// length, then JSON) and closes.
 //
 // key is derived from the secret for this use only (PeerKey). Each end
 // checks the other's MAC in constant time and closes the connection on a
@@ -288,6 +399,10 @@ const MinSecretLen = 16
 const (
 	secretMagic = "BNPEER1\n"
 	nonceLen    = 32
+
+	purposeNone   = 0 // the listener's side: it learns the purpose
+	purposeRaft   = 'R'
+	purposeStatus = 'S'
 )
 
 // PeerKey derives the key of one use of the cluster secret (the Raft
@@ -306,11 +421,14 @@ func handshakeMAC(key []byte, role string, nc, ns []byte) []byte {
 	return m.Sum(nil)
 }
 
-// secretHandshake runs one end of the handshake on conn within ctx.
-func secretHandshake(ctx context.Context, conn net.Conn, secret []byte, dialer bool) error {
+// secretHandshake runs one end of the handshake on conn within ctx: the
+// dialer's, sending purpose, or (purpose == purposeNone) the listener's,
+// returning the purpose the dialer sent.
+func secretHandshake(ctx context.Context, conn net.Conn, secret []byte, purpose byte) (byte, error) {
+	dialer := purpose != purposeNone
 	if dl, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(dl); err != nil {
-			return err
+			return 0, err
 		}
 		defer conn.SetDeadline(time.Time{})
 	}
@@ -318,45 +436,51 @@ func secretHandshake(ctx context.Context, conn net.Conn, secret []byte, dialer b
 	defer stop()
 	key := PeerKey(secret, "raft transport")
 	nc, ns := make([]byte, nonceLen), make([]byte, nonceLen)
-	mac := make([]byte, sha256.Size)
+	mac := make([]byte, sha256.Size, sha256.Size+1)
 	if dialer {
 		rand.Read(nc)
 		if _, err := conn.Write(append([]byte(secretMagic), nc...)); err != nil {
-			return fmt.Errorf("secret handshake: %w", err)
+			return 0, fmt.Errorf("secret handshake: %w", err)
 		}
 		if _, err := io.ReadFull(conn, ns); err != nil {
-			return fmt.Errorf("secret handshake: %w", err)
+			return 0, fmt.Errorf("secret handshake: %w", err)
 		}
 		if _, err := io.ReadFull(conn, mac); err != nil {
-			return fmt.Errorf("secret handshake: %w", err)
+			return 0, fmt.Errorf("secret handshake: %w", err)
 		}
 		if !hmac.Equal(mac, handshakeMAC(key, "server", nc, ns)) {
-			return fmt.Errorf("secret handshake: the listener: %w", ErrPeerAuth)
+			return 0, fmt.Errorf("secret handshake: the listener: %w", ErrPeerAuth)
 		}
-		if _, err := conn.Write(handshakeMAC(key, "client", nc, ns)); err != nil {
-			return fmt.Errorf("secret handshake: %w", err)
+		if _, err := conn.Write(append(handshakeMAC(key, "client", nc, ns), purpose)); err != nil {
+			return 0, fmt.Errorf("secret handshake: %w", err)
 		}
-		return nil
+		return purpose, nil
 	}
 	hello := make([]byte, len(secretMagic)+nonceLen)
 	if _, err := io.ReadFull(conn, hello); err != nil {
-		return fmt.Errorf("secret handshake: %w", err)
+		return 0, fmt.Errorf("secret handshake: %w", err)
 	}
 	if string(hello[:len(secretMagic)]) != secretMagic {
-		return fmt.Errorf("secret handshake: not a blobnode peer: %w", ErrPeerAuth)
+		return 0, fmt.Errorf("secret handshake: not a blobnode peer: %w", ErrPeerAuth)
 	}
 	copy(nc, hello[len(secretMagic):])
 	rand.Read(ns)
 	if _, err := conn.Write(append(ns, handshakeMAC(key, "server", nc, ns)...)); err != nil {
-		return fmt.Errorf("secret handshake: %w", err)
+		return 0, fmt.Errorf("secret handshake: %w", err)
 	}
-	if _, err := io.ReadFull(conn, mac); err != nil {
-		return fmt.Errorf("secret handshake: %w", err)
+	proof := mac[:sha256.Size+1]
+	if _, err := io.ReadFull(conn, proof); err != nil {
+		return 0, fmt.Errorf("secret handshake: %w", err)
 	}
-	if !hmac.Equal(mac, handshakeMAC(key, "client", nc, ns)) {
-		return fmt.Errorf("secret handshake: the dialer: %w", ErrPeerAuth)
+	if !hmac.Equal(proof[:sha256.Size], handshakeMAC(key, "client", nc, ns)) {
+		return 0, fmt.Errorf("secret handshake: the dialer: %w", ErrPeerAuth)
 	}
-	return nil
+	switch p := proof[sha256.Size]; p {
+	case purposeRaft, purposeStatus:
+		return p, nil
+	default:
+		return 0, fmt.Errorf("secret handshake: unknown purpose %q", p)
+	}
 }
 
 var _ raft.StreamLayer = (*PeerStreamLayer)(nil)

@@ -275,7 +275,7 @@ func TestNodeOverMutualTLS(t *testing.T) {
 	s1, s2 := newStack(t, fileDev, 1), newStack(t, fileDev, 2)
 	n1 := startNode(t, NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t), PeerAuth: PeerAuth{TLS: peerTLS("n1")}}, s1.fsm)
 	addr2 := freeAddr(t)
-	n2, err := StartNode(NodeConfig{ID: "n2", Dir: t.TempDir(), BindAddr: addr2, Logger: discardLogger(), PeerAuth: PeerAuth{TLS: peerTLS("n2")}}, s2.fsm)
+	n2, err := StartNode(context.Background(), NodeConfig{ID: "n2", Dir: t.TempDir(), BindAddr: addr2, Logger: discardLogger(), PeerAuth: PeerAuth{TLS: peerTLS("n2")}}, s2.fsm)
 	if err != nil {
 		t.Fatalf("StartNode n2: %v", err)
 	}

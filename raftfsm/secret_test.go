@@ -55,7 +55,7 @@ func TestSecretStream(t *testing.T) {
 	if _, err := io.ReadFull(raw, make([]byte, nonceLen+32)); err != nil {
 		t.Fatalf("read the listener's challenge: %v", err)
 	}
-	raw.Write(make([]byte, 32))
+	raw.Write(make([]byte, 33))
 	if n, err := raw.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("the listener kept a dialer with a wrong proof (read %d bytes)", n)
 	}
@@ -112,7 +112,7 @@ func TestSecretHandshakeBounded(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := secretHandshake(ctx, b, []byte(testSecret), false); err == nil {
+	if _, err := secretHandshake(ctx, b, []byte(testSecret), purposeNone); err == nil {
 		t.Fatal("a silent dialer completed the handshake")
 	}
 }
@@ -123,12 +123,12 @@ func TestNodesWithSecret(t *testing.T) {
 	s1, s2, s3 := newStack(t, fileDev, 1), newStack(t, fileDev, 2), newStack(t, fileDev, 3)
 	n1 := startNode(t, NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t), PeerAuth: PeerAuth{Secret: []byte(testSecret)}}, s1.fsm)
 	addr2, addr3 := freeAddr(t), freeAddr(t)
-	n2, err := StartNode(NodeConfig{ID: "n2", Dir: t.TempDir(), BindAddr: addr2, Logger: discardLogger(), PeerAuth: PeerAuth{Secret: []byte(testSecret)}}, s2.fsm)
+	n2, err := StartNode(context.Background(), NodeConfig{ID: "n2", Dir: t.TempDir(), BindAddr: addr2, Logger: discardLogger(), PeerAuth: PeerAuth{Secret: []byte(testSecret)}}, s2.fsm)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n2.Close() })
-	n3, err := StartNode(NodeConfig{ID: "n3", Dir: t.TempDir(), BindAddr: addr3, Logger: discardLogger(), PeerAuth: PeerAuth{Secret: []byte(otherSecret)}}, s3.fsm)
+	n3, err := StartNode(context.Background(), NodeConfig{ID: "n3", Dir: t.TempDir(), BindAddr: addr3, Logger: discardLogger(), PeerAuth: PeerAuth{Secret: []byte(otherSecret)}}, s3.fsm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@ func newReviewStackOn(t testing.TB, g volume.Geometry, cfg Config, dev volume.De
 		t.Fatalf("raftfsm.Open: %v", err)
 	}
 	fsm.AttachData(vol)
-	node, err := raftfsm.StartNode(raftfsm.NodeConfig{ID: "n1", Dir: filepath.Join(dir, "raft"), BindAddr: reviewFreeAddr(t), Bootstrap: true, Logger: log}, fsm)
+	node, err := raftfsm.StartNode(context.Background(), raftfsm.NodeConfig{ID: "n1", Dir: filepath.Join(dir, "raft"), BindAddr: reviewFreeAddr(t), Bootstrap: true, Logger: log}, fsm)
 	if err != nil {
 		t.Fatalf("StartNode: %v", err)
 	}

@@ -274,7 +274,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		return err
 	}
 	fsm.AttachData(st.vol)
-	node, err := raftfsm.StartNode(raftfsm.NodeConfig{
+	node, err := raftfsm.StartNode(ctx, raftfsm.NodeConfig{
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
 		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
 		// A volume that holds data belongs to the group in this Raft log;
