@@ -145,7 +145,7 @@ func TestGroupRejoinAfterWipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.nodes[victim] = nil
-	g.dirs[victim] = t.TempDir()                          // Raft state gone
+	g.dirs[victim] = t.TempDir()                               // Raft state gone
 	g.stacks[victim] = newStack(t, fileDev, uint64(victim+10)) // so is the catalog
 	want := propose(t, l, Command{Kind: KindReserve, ReservationID: 5, Size: 4096, Deadline: 1})
 	if err := g.start(ctx, victim)[0]; err != nil {
