@@ -389,17 +389,38 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 }
 
 func (n *Node) readBarrier(ctx context.Context) error {
-	if term := n.currentTerm(); n.readTerm.Load() != term {
+	idx, err := n.ReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return n.fsm.WaitApplied(ctx, idx)
+}
+
+// ReadIndex returns an index such that a state machine that has applied
+// it reflects every write completed before the call: this node's commit
+// index, once it has confirmed it is still the leader (a quorum round
+// trip). A new leader's commit index is only known once it has committed
+// an entry of its own term, so the first call of a term first commits a
+// no-op. The term is checked again after the confirmation: a node that
+// lost leadership and won it back in between may have read its commit
+// index as a leader of the old term, which a newer leader could have
+// overtaken. Only a leader answers; others return ErrNotLeader.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	term := n.currentTerm()
+	if n.readTerm.Load() != term {
 		if _, err := n.Propose(ctx, &Command{Kind: KindNoop}); err != nil {
-			return err
+			return 0, err
 		}
 		n.readTerm.Store(term)
 	}
 	idx := n.raft.CommitIndex()
 	if err := n.waitFuture(ctx, n.raft.VerifyLeader()); err != nil {
-		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+		return 0, fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
-	return n.fsm.WaitApplied(ctx, idx)
+	if now := n.currentTerm(); now != term {
+		return 0, fmt.Errorf("%w: the term changed from %d to %d while confirming leadership", ErrNotLeader, term, now)
+	}
+	return idx, nil
 }
 
 func (n *Node) currentTerm() uint64 {
