@@ -374,7 +374,13 @@ func (s *server) getBlobAttempt(w http.ResponseWriter, r *http.Request, attempts
 		s.writeError(w, r, err)
 		return
 	}
-	if r.Context().Err() == nil {
+	var ce *store.ChunkError
+	switch {
+	case errors.As(err, &ce):
+		// The store logged the chunk at Error; this is the request's side.
+		s.log.Debug("chunk failed after the response started; aborting it",
+			"key", key, "sent", resp.n, "want", rng.length, "err", err)
+	case r.Context().Err() == nil:
 		s.log.Error("read failed after the response started; aborting it",
 			"key", key, "sent", resp.n, "want", rng.length, "err", err)
 	}

@@ -69,7 +69,24 @@
 // If the store fails after the first body byte was sent, the handler aborts
 // the connection (http.ErrAbortHandler): the client sees a truncated body,
 // never a complete-looking response with wrong bytes. A failure before the
-// first byte is an ordinary error response.
+// first byte is an ordinary error response. The status line and headers
+// are held until the first body byte, and the store verifies each chunk
+// before any of its bytes are written, so a bad chunk that is the first
+// one the response needs (the blob's first, or the first of a range) is
+// always answered with an error status:
+//
+//	500 Corrupt    the chunk failed its checksum: this node's copy is
+//	               damaged (store.ErrCorruptData)
+//	500 ReadError  the node's disk failed to read the chunk (an I/O error
+//	               such as EIO; store.ErrReadFailed); nothing was lost and
+//	               a later read may succeed
+//
+// A later bad chunk cuts the response after the good chunks before it.
+// Either way the store has counted the chunk (blobnode_chunks_corrupt_total
+// or blobnode_chunk_read_errors_total, exported by cmd/blobnode) and logged
+// it, once, at Error with key, version, chunk and device offset; the
+// handler adds no Error line for it (only a Debug one), so one bad chunk
+// read is one Error line.
 //
 // Reads are linearizable by default; "?consistency=stale" asks for a local
 // read (store.ReadOptions.Stale); "?consistency=linearizable" names the
@@ -84,14 +101,17 @@
 //	404 NotFound             405 MethodNotAllowed (with Allow)
 //	411 LengthRequired       412 PreconditionFailed
 //	413 TooLarge             416 RangeNotSatisfiable
-//	500 Internal             503 Unavailable, TooManyUploads (Retry-After: 1)
+//	500 Internal, Corrupt, ReadError (a chunk of the blob failed its
+//	    checksum / could not be read from disk: see Reads)
+//	503 Unavailable, TooManyUploads (Retry-After: 1)
 //	507 NoSpace
 //	507 ReadOnly (disk full) / 503 ReadOnly (disk failing), Retry-After: 1:
 //	    writes refused while a disk under the Raft log or catalog cannot be
 //	    written; the message names which and the error, without paths
 //
 // Messages of store errors are the store sentinel's text only; the detail is
-// logged (5xx at Error, 503 and 507 at Warn). A request whose client went
+// logged (5xx at Error, 503 and 507 at Warn; a failed chunk by the store,
+// see Reads). A request whose client went
 // away before the store answered is recorded as 499 ClientClosedRequest in
 // metrics and logs; no client sees it.
 //
@@ -104,7 +124,9 @@
 // blobnode_http_auth_failures_total{route,reason} (reason: missing,
 // malformed, invalid, scope). route is the mux path template
 // ("/blobs/{key:.+}", or "unmatched"), never the raw path. A response
-// aborted mid-body is counted with code "aborted".
+// aborted mid-body is counted with code "aborted". The counts of failed
+// chunks (blobnode_chunks_corrupt_total, blobnode_chunk_read_errors_total)
+// are the store's, not this package's.
 //
 // # Limits
 //

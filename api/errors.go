@@ -26,9 +26,15 @@ const (
 	CodeRangeNotSatisfiable = "RangeNotSatisfiable"
 	CodeClientClosed        = "ClientClosedRequest"
 	CodeInternal            = "Internal"
-	CodeUnavailable         = "Unavailable"
-	CodeTooManyUploads      = "TooManyUploads"
-	CodeNoSpace             = "NoSpace"
+	// CodeCorrupt: a chunk of the blob failed verification (the node's
+	// copy is damaged); no byte of it was sent.
+	CodeCorrupt = "Corrupt"
+	// CodeReadError: the node's disk failed to read a chunk of the blob
+	// (an I/O error); nothing was lost and a retry may succeed.
+	CodeReadError      = "ReadError"
+	CodeUnavailable    = "Unavailable"
+	CodeTooManyUploads = "TooManyUploads"
+	CodeNoSpace        = "NoSpace"
 	// CodeReadOnly: the node refuses writes because a disk under its Raft
 	// log or catalog is full (507) or failing (503); the message says
 	// which. Reads still work; the node recovers on its own.
@@ -102,6 +108,10 @@ func classify(r *http.Request, err error) (status int, code, msg string) {
 	case errors.Is(err, store.ErrBlobChanged):
 		// Only after getBlob's retries: the key keeps changing under reads.
 		return http.StatusServiceUnavailable, CodeUnavailable, store.ErrBlobChanged.Error()
+	case errors.Is(err, store.ErrCorruptData):
+		return http.StatusInternalServerError, CodeCorrupt, store.ErrCorruptData.Error()
+	case errors.Is(err, store.ErrReadFailed):
+		return http.StatusInternalServerError, CodeReadError, store.ErrReadFailed.Error()
 	case r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		return statusClientClosed, CodeClientClosed, "client closed the request"
 	default:
@@ -113,7 +123,11 @@ func classify(r *http.Request, err error) (status int, code, msg string) {
 // operator needs: server-side failures at Error, overload at Warn.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code, msg := classify(r, err)
+	var ce *store.ChunkError
 	switch {
+	case errors.As(err, &ce):
+		// The store logged it at Error, with where the volume is bad.
+		s.log.Debug("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	case status == http.StatusServiceUnavailable || status == http.StatusInsufficientStorage:
 		s.log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	case status >= 500:

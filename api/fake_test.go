@@ -28,9 +28,12 @@ type fakeStore struct {
 	// failWriteAfter, when >= 0, makes WriteRange fail after writing that
 	// many bytes. Guarded by mu.
 	failWriteAfter int64
-	putCalls       int               // guarded by mu
-	lastRead       store.ReadOptions // guarded by mu
-	open           int               // guarded by mu; Objects not yet closed
+	// failWith is what such a WriteRange returns (nil: ErrCorruptData
+	// wrapped around errInjectedRead). Guarded by mu.
+	failWith error
+	putCalls int               // guarded by mu
+	lastRead store.ReadOptions // guarded by mu
+	open     int               // guarded by mu; Objects not yet closed
 	// gate, when set (before any request), holds every Put before it
 	// reads the body: Put sends its key on gate.entered, then waits for
 	// gate.release to be closed or its context to end.
@@ -74,6 +77,12 @@ func (f *fakeStore) setFailWriteAfter(n int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failWriteAfter = n
+}
+
+func (f *fakeStore) setFailWriteWith(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failWith = err
 }
 
 func (f *fakeStore) injected(op string) error {
@@ -152,7 +161,11 @@ func (f *fakeStore) Get(ctx context.Context, key string, opts store.ReadOptions)
 		return nil, store.ErrNotFound
 	}
 	f.open++
-	return &fakeObject{store: f, blob: b, failAfter: f.failWriteAfter}, nil
+	failWith := f.failWith
+	if failWith == nil {
+		failWith = fmt.Errorf("%w: %w", store.ErrCorruptData, errInjectedRead)
+	}
+	return &fakeObject{store: f, blob: b, failAfter: f.failWriteAfter, failWith: failWith}, nil
 }
 
 func (f *fakeStore) Delete(ctx context.Context, key string, cond store.Condition) error {
@@ -240,6 +253,7 @@ type fakeObject struct {
 	store     *fakeStore
 	blob      fakeBlob
 	failAfter int64 // < 0: never fail
+	failWith  error // the failure
 	closed    bool
 }
 
@@ -268,7 +282,7 @@ func (o *fakeObject) WriteRange(ctx context.Context, w io.Writer, off, n int64) 
 			if _, err := w.Write(piece[:o.failAfter-sent]); err != nil {
 				return err
 			}
-			return fmt.Errorf("%w: %w", store.ErrCorruptData, errInjectedRead)
+			return o.failWith
 		}
 		if _, err := w.Write(piece); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,7 +162,9 @@ func TestGetStatus(t *testing.T) {
 		{name: "absent", path: "/blobs/nope", status: 404, code: CodeNotFound},
 		{name: "head absent", path: "/blobs/nope", method: http.MethodHead, status: 404},
 		{name: "unavailable", path: "/blobs/k", getErr: store.ErrUnavailable, status: 503, code: CodeUnavailable, headers: map[string]string{"Retry-After": "1"}},
-		{name: "corrupt", path: "/blobs/k", getErr: fmt.Errorf("chunk 3: %w", store.ErrCorruptData), status: 500, code: CodeInternal},
+		{name: "corrupt", path: "/blobs/k", getErr: fmt.Errorf("chunk 3: %w", store.ErrCorruptData), status: 500, code: CodeCorrupt},
+		{name: "read error", path: "/blobs/k", getErr: fmt.Errorf("chunk 3: %w: %w", store.ErrReadFailed, syscall.EIO), status: 500, code: CodeReadError},
+		{name: "internal", path: "/blobs/k", getErr: errInjectedRead, status: 500, code: CodeInternal},
 		{name: "bad consistency", path: "/blobs/k?consistency=strong", status: 400, code: CodeInvalidArgument},
 		{name: "repeated consistency", path: "/blobs/k?consistency=stale&consistency=stale", status: 400, code: CodeInvalidArgument},
 	}
@@ -273,13 +276,68 @@ func TestGetWriteRangeFailure(t *testing.T) {
 		e.put("k", data)
 		e.store.setFailWriteAfter(0)
 		r := e.do(http.MethodGet, "/blobs/k", nil)
-		if r.readErr != nil || r.status != http.StatusInternalServerError || r.errorCode() != CodeInternal {
-			t.Fatalf("status %d code %q err %v, want a clean 500", r.status, r.errorCode(), r.readErr)
+		if r.readErr != nil || r.status != http.StatusInternalServerError || r.errorCode() != CodeCorrupt {
+			t.Fatalf("status %d code %q err %v, want a clean 500 Corrupt", r.status, r.errorCode(), r.readErr)
 		}
 		if strings.Contains(string(r.body), "secret") || r.header.Get("ETag") != "" || r.header.Get("Content-Range") != "" {
 			t.Errorf("500 leaks detail or success headers: %v %s", r.header, r.body)
 		}
 	})
+}
+
+// TestGetCorruptOrReadErrorChunk: a chunk the store could not serve (a *store.ChunkError:
+// corrupt or unreadable) is answered, before the first body byte, with 500
+// and the code that says which, a message free of the store's detail, and
+// no success headers; after it, by cutting the response. The store has
+// logged the chunk at Error already, so the API adds no Error line of its
+// own (one failed chunk, one Error line); any other failure it logs.
+func TestGetCorruptOrReadErrorChunk(t *testing.T) {
+	data := bytes.Repeat([]byte("abcdefghij"), 1000)
+	corrupt := &store.ChunkError{Key: "k", Version: 1, Chunk: 0, Offset: 4096,
+		Err: fmt.Errorf("%w: checksum 01020304, want 05060708", store.ErrCorruptData)}
+	unreadable := &store.ChunkError{Key: "k", Version: 1, Chunk: 0, Offset: 4096,
+		Err: fmt.Errorf("%w: read /dev/secret-volume: %w", store.ErrReadFailed, syscall.EIO)}
+	tests := []struct {
+		name      string
+		err       error
+		failAfter int64
+		status    int // 0: the response is cut after it started
+		code      string
+		apiErrors int // Error lines the API writes itself
+	}{
+		{"corrupt first chunk", corrupt, 0, 500, CodeCorrupt, 0},
+		{"unreadable first chunk", unreadable, 0, 500, CodeReadError, 0},
+		{"other failure first", errInjectedRead, 0, 500, CodeInternal, 1},
+		{"corrupt later chunk", corrupt, 7000, 0, "", 0},
+		{"unreadable later chunk", unreadable, 7000, 0, "", 0},
+		{"other failure later", errInjectedRead, 7000, 0, "", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newTestEnv(t, Config{})
+			e.put("k", data)
+			e.store.setFailWriteWith(tt.err)
+			e.store.setFailWriteAfter(tt.failAfter)
+			r := e.do(http.MethodGet, "/blobs/k", nil)
+			e.waitServed("GET /blobs/k")
+			if tt.status == 0 {
+				if r.status != http.StatusOK || r.readErr == nil || int64(len(r.body)) > tt.failAfter {
+					t.Fatalf("status %d, %d bytes, read error %v; want 200 cut at or before %d bytes", r.status, len(r.body), r.readErr, tt.failAfter)
+				}
+			} else {
+				if r.readErr != nil || r.status != tt.status || r.errorCode() != tt.code {
+					t.Fatalf("status %d code %q (%s) err %v; want %d %s", r.status, r.errorCode(), r.body, r.readErr, tt.status, tt.code)
+				}
+				if strings.Contains(string(r.body), "secret") || strings.Contains(string(r.body), "4096") ||
+					r.header.Get("ETag") != "" || r.header.Get("Content-Range") != "" || r.header.Get("Content-Type") != "application/json" {
+					t.Errorf("error response leaks detail or success headers: %v %s", r.header, r.body)
+				}
+			}
+			if got := strings.Count(e.logs.String(), "level=ERROR"); got != tt.apiErrors {
+				t.Errorf("%d Error lines from the API, want %d:\n%s", got, tt.apiErrors, e.logs.String())
+			}
+		})
+	}
 }
 
 // TestGetStartsOverWhenBlobChanged: a read whose version is deleted or

@@ -2,6 +2,8 @@ package space
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -29,16 +31,25 @@ func (c *checker) addf(format string, args ...any) {
 	}
 }
 
-// Check proves the allocator's state consistent: every page of every used
-// lpage is exactly one of free, allocated or inside one of those; free
-// buddies are merged; the summaries and counters agree with the trees. When
-// owned is not nil (the extents the catalog says are in use), it also proves
-// that every owned extent is allocated exactly once and that every allocated
-// page is owned: no page both free and owned, owned twice, or lost.
+// Check proves the allocator's own state consistent: every page of every
+// used lpage is exactly one of free, allocated or inside one of those; free
+// buddies are merged; the summaries and counters agree with the trees. It
+// does not look at the catalog; CheckOwned does.
 //
 // Check reads every used lpage's tree; it is for fsck and tests, not for the
 // hot path. It returns nil, an I/O error, or a *CheckError.
-func (a *Allocator) Check(owned []Extent) error {
+func (a *Allocator) Check() error { return a.check(nil, false) }
+
+// CheckOwned is Check plus a comparison with owned, every extent the
+// catalog says is in use (blobs and reservations): each owned extent is
+// allocated exactly once, with its length, and every allocated page is
+// owned. So no page is both free and owned, owned twice, or lost (leaked).
+// owned is the complete set: nil and empty both mean that nothing is owned,
+// so every allocated page is a leak. (The choice to compare is the method,
+// never the nil-ness of a slice: an empty catalog yields a nil one.)
+func (a *Allocator) CheckOwned(owned []Extent) error { return a.check(owned, true) }
+
+func (a *Allocator) check(owned []Extent, compare bool) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var ck checker
@@ -77,7 +88,7 @@ func (a *Allocator) Check(owned []Extent) error {
 			ck.addf("class %d: %d allocated pages, header counts %d", c, allocN[c], a.usedPages(c))
 		}
 	}
-	if owned != nil {
+	if compare {
 		for _, x := range owned {
 			n, ok := allocated[x.Offset]
 			switch {
@@ -93,8 +104,10 @@ func (a *Allocator) Check(owned []Extent) error {
 				allocated[x.Offset] = 0
 			}
 		}
-		for off, n := range allocated {
-			if n != 0 {
+		// In offset order, so a report (and its first maxProblems) is
+		// the same on every run.
+		for _, off := range slices.Sorted(maps.Keys(allocated)) {
+			if n := allocated[off]; n != 0 {
 				ck.addf("page %d+%d allocated but owned by nothing (leaked)", off, n)
 			}
 		}

@@ -95,7 +95,7 @@ func TestRebuildDecidesLikePeers(t *testing.T) {
 			if err := b.Rebuild(context.Background(), owned); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.Check(owned); err != nil {
+			if err := b.CheckOwned(owned); err != nil {
 				t.Fatal(err)
 			}
 			if fmt.Sprint(a.Stats()) != fmt.Sprint(b.Stats()) {
@@ -112,7 +112,7 @@ func TestRebuildDecidesLikePeers(t *testing.T) {
 			if fmt.Sprint(la) != fmt.Sprint(lb) {
 				t.Fatal("rebuilt allocator decided differently")
 			}
-			if err := b.Check(flatten(lb)); err != nil {
+			if err := b.CheckOwned(flatten(lb)); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -135,7 +135,7 @@ func TestRebuildRejectsOverlap(t *testing.T) {
 	if fmt.Sprint(before) != fmt.Sprint(a.Stats()) {
 		t.Fatal("failed rebuild changed state")
 	}
-	if err := a.Check(exts); err != nil {
+	if err := a.CheckOwned(exts); err != nil {
 		t.Fatal(err)
 	}
 }

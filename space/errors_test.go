@@ -53,7 +53,7 @@ func TestAllocateAndFreeErrors(t *testing.T) {
 			if after := fmt.Sprint(a.Stats()); after != before {
 				t.Fatalf("state changed:\n%s\n%s", before, after)
 			}
-			if err := a.Check(live); err != nil {
+			if err := a.CheckOwned(live); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -148,12 +148,12 @@ func runModel(t *testing.T, seed uint64, ops int) {
 			t.Fatalf("op %d: used %d free %d total %d, model used %d", i, st.UsedBytes, st.FreeBytes, st.TotalBytes, m.usedBytes())
 		}
 		if i%500 == 0 {
-			if err := a.Check(flatten(m.live)); err != nil {
+			if err := a.CheckOwned(flatten(m.live)); err != nil {
 				t.Fatalf("op %d: %v", i, err)
 			}
 		}
 	}
-	if err := a.Check(flatten(m.live)); err != nil {
+	if err := a.CheckOwned(flatten(m.live)); err != nil {
 		t.Fatal(err)
 	}
 	for id, exts := range m.live {
@@ -173,7 +173,7 @@ func runModel(t *testing.T, seed uint64, ops int) {
 		}
 	}
 	mustCommit(t, a)
-	if err := a.Check([]Extent{}); err != nil {
+	if err := a.CheckOwned(nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -60,21 +60,37 @@ func (o *object) Info() BlobInfo { return info(o.b) }
 func (o *object) Close() error   { return nil }
 
 // WriteRange reads whole chunks, verifies each against its checksum, and
-// writes only verified bytes.
+// writes only verified bytes. A chunk that fails (corrupt or unreadable)
+// is counted and logged here, once, as the operator's record of it; the
+// *ChunkError is returned for the caller to answer with.
 func (o *object) WriteRange(ctx context.Context, w io.Writer, off, n int64) error {
 	bufp := o.s.bufs.Get().(*[]byte)
 	defer o.s.bufs.Put(bufp)
 	err := copyVerified(ctx, o.s.vol, o.b, &o.ext, *bufp, w, off, n)
-	if errors.Is(err, ErrCorruptData) {
-		if o.stillCurrent() {
-			o.s.log.Error("chunk failed verification", "err", err)
-			return err
-		}
+	var ce *ChunkError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	if errors.Is(err, ErrCorruptData) && !o.stillCurrent() {
 		// Versions never come back: if this one is gone now, its pages
 		// were freed after the read began, so the mismatch was a reuse.
 		return fmt.Errorf("%w: %q version %d", ErrBlobChanged, o.b.Key, o.b.Version)
 	}
+	o.s.chunkFailed(ce)
 	return err
+}
+
+// chunkFailed counts ce and logs it at Error: the one line an operator
+// gets for each failed chunk read, saying where the volume is bad.
+func (s *Store) chunkFailed(ce *ChunkError) {
+	msg := "chunk failed verification"
+	if errors.Is(ce, ErrReadFailed) {
+		msg = "chunk could not be read"
+		s.readErrors.Add(1)
+	} else {
+		s.corrupt.Add(1)
+	}
+	s.log.Error(msg, "key", ce.Key, "version", ce.Version, "chunk", ce.Chunk, "offset", ce.Offset, "err", ce.Err)
 }
 
 // stillCurrent reports whether the object's version is still the key's
@@ -93,7 +109,8 @@ func (o *object) stillCurrent() bool {
 
 // copyVerified writes bytes [off, off+n) of blob b (laid out on ext) to w,
 // reading whole chunks into buf and checking each against its checksum
-// before any of its bytes are written.
+// before any of its bytes are written. It stops at the first chunk that
+// fails, with a *ChunkError, having written exactly the bytes before it.
 func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *extents, buf []byte, w io.Writer, off, n int64) error {
 	if off < 0 || n < 0 || off+n > b.Size {
 		return fmt.Errorf("store: range %d+%d outside a blob of %d bytes", off, n, b.Size)
@@ -110,24 +127,55 @@ func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *
 			return err
 		}
 		start := c * cs
-		size := min(cs, b.Size-start)
-		chunk := buf[:size]
-		if err := ext.each(start, size, func(dev int64, from, to int) error {
-			_, err := vol.ReadAt(chunk[from:to], dev)
+		chunk, err := loadChunk(vol, b, ext, buf, c)
+		if err != nil {
 			return err
-		}); err != nil {
-			return fmt.Errorf("store: read %q chunk %d: %w", b.Key, c, err)
-		}
-		if got := chunkChecksum(b.ReservationID, c, chunk); got != b.Checksums[c] {
-			return fmt.Errorf("%w: %q version %d chunk %d: checksum %08x, want %08x", ErrCorruptData, b.Key, b.Version, c, got, b.Checksums[c])
 		}
 		from := max(off, start) - start
-		to := min(off+n, start+size) - start
+		to := min(off+n, start+int64(len(chunk))) - start
 		if _, err := w.Write(chunk[from:to]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// loadChunk reads chunk c of blob b into buf (at least b.ChunkSize bytes)
+// and verifies it. It returns the chunk's bytes, or a *ChunkError for a
+// chunk that is corrupt or that the device could not read; any other
+// error means the chunk could not be looked at (the volume is closed, or
+// the record is not self-consistent).
+func loadChunk(vol *volume.Volume, b catalog.Blob, ext *extents, buf []byte, c int64) ([]byte, error) {
+	start := c * b.ChunkSize
+	chunk := buf[:min(b.ChunkSize, b.Size-start)]
+	if c >= int64(len(b.Checksums)) {
+		return nil, fmt.Errorf("store: %q version %d has %d chunk checksums, chunk %d has none", b.Key, b.Version, len(b.Checksums), c)
+	}
+	first := int64(-1) // device offset of the chunk's first byte
+	err := ext.each(start, int64(len(chunk)), func(dev int64, from, to int) error {
+		if first < 0 {
+			first = dev
+		}
+		if _, err := vol.ReadAt(chunk[from:to], dev); err != nil {
+			if errors.Is(err, volume.ErrClosed) {
+				return fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			return &ChunkError{Key: b.Key, Version: b.Version, Chunk: c, Offset: dev, Err: fmt.Errorf("%w: %w", ErrReadFailed, err)}
+		}
+		return nil
+	})
+	var ce *ChunkError
+	switch {
+	case errors.As(err, &ce):
+		return nil, ce
+	case err != nil:
+		return nil, fmt.Errorf("store: read %q version %d chunk %d: %w", b.Key, b.Version, c, err)
+	}
+	if got := chunkChecksum(b.ReservationID, c, chunk); got != b.Checksums[c] {
+		return nil, &ChunkError{Key: b.Key, Version: b.Version, Chunk: c, Offset: first,
+			Err: fmt.Errorf("%w: checksum %08x, want %08x", ErrCorruptData, got, b.Checksums[c])}
+	}
+	return chunk, nil
 }
 
 // Delete removes key through Raft.
@@ -169,9 +217,24 @@ func (s *Store) List(ctx context.Context, req ListRequest) (ListPage, error) {
 	return page, nil
 }
 
-// Verify reads every chunk of b and checks it (for fsck and the scrubber).
-func Verify(vol *volume.Volume, b catalog.Blob) error {
+// Verify reads every chunk of b and checks it against its checksum (for
+// fsck and a scrubber). It returns every chunk that failed, in chunk
+// order, each a *ChunkError wrapping ErrCorruptData or ErrReadFailed; err
+// is for a blob that could not be checked at all (the volume is closed, or
+// the record is not self-consistent). It neither counts nor logs.
+func Verify(vol *volume.Volume, b catalog.Blob) (bad []*ChunkError, err error) {
 	var ext extents
 	ext.add(b.Extents...)
-	return copyVerified(context.Background(), vol, b, &ext, make([]byte, ChunkSize), io.Discard, 0, b.Size)
+	buf := make([]byte, b.ChunkSize)
+	for c := int64(0); c*b.ChunkSize < b.Size; c++ {
+		_, err := loadChunk(vol, b, &ext, buf, c)
+		var ce *ChunkError
+		switch {
+		case errors.As(err, &ce):
+			bad = append(bad, ce)
+		case err != nil:
+			return bad, err
+		}
+	}
+	return bad, nil
 }

@@ -164,3 +164,31 @@ func (s *reviewStack) reservations(t testing.TB) int {
 	}
 	return n
 }
+
+// blob returns key's current catalog record.
+func (s *reviewStack) blob(t testing.TB, key string) catalog.Blob {
+	t.Helper()
+	var b catalog.Blob
+	var ok bool
+	if err := s.fsm.View(func(tx *catalog.Tx) error {
+		var err error
+		b, ok, err = tx.GetBlob(key)
+		return err
+	}); err != nil || !ok {
+		t.Fatalf("catalog record of %q: found %v, %v", key, ok, err)
+	}
+	return b
+}
+
+// deviceOffset returns the device offset of byte off of key's current
+// version.
+func (s *reviewStack) deviceOffset(t testing.TB, key string, off int64) int64 {
+	t.Helper()
+	var ext extents
+	ext.add(s.blob(t, key).Extents...)
+	dev := int64(-1)
+	if err := ext.each(off, 1, func(d int64, _, _ int) error { dev = d; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return dev
+}

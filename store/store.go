@@ -31,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blobnode/blobnode/catalog"
@@ -97,6 +98,10 @@ type Store struct {
 
 	bufs sync.Pool // *[]byte of ChunkSize
 
+	// Chunk failures met by reads (see ChunkStats), counted where they
+	// are logged (chunkFailed).
+	corrupt, readErrors atomic.Uint64
+
 	// live holds, for each upload in progress, the earliest deadline of
 	// the reservations it writes into; the reaper never expires one of
 	// those (see reapNow). An upload is tracked from before its Reserve is
@@ -162,6 +167,11 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 	})
 	return nil
+}
+
+// ChunkStats returns the chunk failures met by reads so far.
+func (s *Store) ChunkStats() ChunkStats {
+	return ChunkStats{Corrupt: s.corrupt.Load(), ReadErrors: s.readErrors.Load()}
 }
 
 // PooledBytes is the space held by reservations made ahead for small

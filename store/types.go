@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -26,8 +27,14 @@ var (
 	// client went away mid-upload. Nothing was stored.
 	ErrIncompleteBody = errors.New("incomplete body")
 	// ErrCorruptData: a chunk failed verification and no verified copy could
-	// be found. Never returned together with the bad bytes.
+	// be found. Never returned together with the bad bytes. Returned inside
+	// a *ChunkError.
 	ErrCorruptData = errors.New("stored data failed verification")
+	// ErrReadFailed: a chunk could not be read from the volume (the device
+	// returned an I/O error, e.g. EIO; errors.Is matches it too). Nothing
+	// was changed: the blob stays stored and a later read may succeed.
+	// Returned inside a *ChunkError.
+	ErrReadFailed = errors.New("stored data could not be read")
 	// ErrBlobChanged: the version being read was deleted or replaced
 	// during the read and its pages taken by another blob; the chunk
 	// checks caught it, so no wrong byte was returned. Reading again
@@ -58,6 +65,33 @@ func (e *ReadOnlyError) Error() string { return e.Err.Error() }
 
 // Unwrap makes ErrReadOnly and the cause (e.g. syscall.ENOSPC) match.
 func (e *ReadOnlyError) Unwrap() []error { return []error{ErrReadOnly, e.Err} }
+
+// ChunkError is one chunk of a stored blob that could not be served: its
+// bytes did not match their checksum (Err wraps ErrCorruptData) or could
+// not be read (Err wraps ErrReadFailed and the device's error). It says
+// where, for operators; the HTTP layer shows clients only the sentinel.
+type ChunkError struct {
+	Key     string
+	Version uint64
+	Chunk   int64 // index of the chunk in the blob (ChunkSize bytes each)
+	// Offset is the device offset of the chunk's first byte, or, for a
+	// read error, of the read that failed (a chunk may span extents).
+	Offset int64
+	Err    error
+}
+
+func (e *ChunkError) Error() string {
+	return fmt.Sprintf("store: blob %q version %d chunk %d at device offset %d: %v", e.Key, e.Version, e.Chunk, e.Offset, e.Err)
+}
+
+func (e *ChunkError) Unwrap() error { return e.Err }
+
+// ChunkStats counts the chunk failures reads have met since the store was
+// created (each time one is met: two reads of one bad chunk count two).
+type ChunkStats struct {
+	Corrupt    uint64 // chunks that failed verification (ErrCorruptData)
+	ReadErrors uint64 // chunks the device failed to read (ErrReadFailed)
+}
 
 // BlobInfo describes one committed version of a blob.
 type BlobInfo struct {
@@ -100,8 +134,11 @@ type ReadOptions struct {
 type Object interface {
 	Info() BlobInfo
 	// WriteRange writes bytes [off, off+n) of the blob to w, verifying every
-	// chunk before any of its bytes are written. On a verification failure it
-	// returns ErrCorruptData without writing the bad chunk.
+	// chunk before any of its bytes are written. A chunk that fails its
+	// checksum or cannot be read ends it with a *ChunkError (wrapping
+	// ErrCorruptData or ErrReadFailed) after exactly the bytes before that
+	// chunk; the store has then already counted it (Store.ChunkStats) and
+	// logged it at Error, so the caller need not log it again.
 	WriteRange(ctx context.Context, w io.Writer, off, n int64) error
 	Close() error
 }

@@ -13,13 +13,15 @@ import (
 	"github.com/blobnode/blobnode/raftfsm"
 	"github.com/blobnode/blobnode/space"
 	"github.com/blobnode/blobnode/store"
+	"github.com/blobnode/blobnode/volume"
 )
 
 // runFsck checks a stopped node's data directory: the catalog's own
 // consistency, that allocator and catalog agree page for page (nothing both
 // free and owned, owned twice, or leaked), and that every stored chunk
-// matches its checksum. It prints one line per problem and returns the exit
-// status: 0 clean, 1 problems found, 2 could not check.
+// matches its checksum and can be read. It prints one line per problem
+// and returns the exit status: 0 clean, 1 problems found, 2 could not
+// check.
 func runFsck(args []string, out io.Writer) int {
 	fs := flag.NewFlagSet("blobnode fsck", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -27,8 +29,14 @@ func runFsck(args []string, out io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := openStorage(config{dataDir: *dir, readOnly: true}, log, nil)
+	return fsck(*dir, out, nil)
+}
+
+// fsck is runFsck on the data directory dir; wrap (nil: none) wraps the
+// volume's device, as openStorage's does.
+func fsck(dir string, out io.Writer, wrap func(volume.Device) volume.Device) int {
+	log := slog.New(slog.DiscardHandler)
+	st, err := openStorage(config{dataDir: dir, readOnly: true}, log, wrap)
 	if err != nil {
 		fmt.Fprintln(out, "fsck: cannot open:", err)
 		return 2
@@ -40,7 +48,7 @@ func runFsck(args []string, out io.Writer) int {
 		fmt.Fprintf(out, "problem: "+format+"\n", args...)
 	}
 
-	if _, err := os.Stat(filepath.Join(*dir, cleanFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, cleanFile)); err != nil {
 		report("the node did not stop cleanly (or is running): its next start rebuilds catalog and allocator from the Raft snapshot and log; stop it cleanly, then check")
 	}
 	if st.rebuild {
@@ -65,27 +73,38 @@ func runFsck(args []string, out io.Writer) int {
 		return 2
 	}
 	if !st.rebuild {
+		// The allocator agrees with the catalog only when both stand at
+		// the same applied index; otherwise only its own state is checked.
+		var check func() error
 		if a := st.alloc.AppliedIndex(); a != catApplied {
 			report("allocator applied index %d, catalog %d (a crash between their commits; the next start rebuilds the allocator)", a, catApplied)
+			check = st.alloc.Check
 		} else {
 			owned, err := raftfsm.OwnedExtents(st.cat)
 			if err != nil {
 				fmt.Fprintln(out, "fsck: read catalog:", err)
 				return 2
 			}
-			var ce *space.CheckError
-			if err := st.alloc.Check(owned); errors.As(err, &ce) {
-				for _, p := range ce.Problems {
-					report("allocator: %s", p)
-				}
-			} else if err != nil {
-				fmt.Fprintln(out, "fsck: check allocator:", err)
-				return 2
+			check = func() error { return st.alloc.CheckOwned(owned) }
+		}
+		var ce *space.CheckError
+		if err := check(); errors.As(err, &ce) {
+			for _, p := range ce.Problems {
+				report("allocator: %s", p)
 			}
+		} else if err != nil {
+			fmt.Fprintln(out, "fsck: check allocator:", err)
+			return 2
 		}
 	}
 	for _, b := range blobs {
-		if err := store.Verify(st.vol, b); err != nil {
+		// A chunk that fails (corrupt or unreadable) is the blob's
+		// problem, not fsck's: it is reported and the check goes on.
+		bad, err := store.Verify(st.vol, b)
+		for _, ce := range bad {
+			report("blob %q version %d chunk %d at device offset %d: %v", ce.Key, ce.Version, ce.Chunk, ce.Offset, ce.Err)
+		}
+		if err != nil {
 			report("blob %q version %d: %v", b.Key, b.Version, err)
 		}
 	}

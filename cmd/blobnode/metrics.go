@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/blobnode/blobnode/raftfsm"
+	"github.com/blobnode/blobnode/store"
 	"github.com/blobnode/blobnode/volume"
 )
 
@@ -99,6 +100,20 @@ func (m *nodeMetrics) watch(node *raftfsm.Node, st *storage) {
 		t, _ := strconv.ParseFloat(r.Stats()["term"], 64)
 		return t
 	})
+}
+
+// watchStore exports the store's counts of chunk failures met by reads.
+func (m *nodeMetrics) watchStore(s *store.Store) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_chunks_corrupt_total",
+			Help: "Blob chunks that failed checksum verification when read (each time one is met; each is logged at Error with key, chunk and device offset).",
+		}, func() float64 { return float64(s.ChunkStats().Corrupt) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_chunk_read_errors_total",
+			Help: "Blob chunks the volume's device failed to read (I/O errors such as EIO; each time one is met; each is logged at Error with key, chunk and device offset).",
+		}, func() float64 { return float64(s.ChunkStats().ReadErrors) }),
+	)
 }
 
 // allocClassCollector exports free and used bytes per page class.

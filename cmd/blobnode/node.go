@@ -318,6 +318,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 
 	s := store.New(node, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
+	m.watchStore(s)
 	handler := api.NewHandler(s, api.Config{
 		MaxBlobSize:          cfg.maxBlobSize,
 		MaxConcurrentUploads: cfg.maxConcurrentUploads,
