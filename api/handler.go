@@ -82,6 +82,10 @@ type Config struct {
 	// ProtectMetrics makes /metrics and /cluster need an admin token
 	// (only with Auth; without it they are open).
 	ProtectMetrics bool
+	// Peer serves the peer API under /peer/ (nil: 404). It authenticates
+	// its requests itself, with the cluster secret; client tokens neither
+	// grant nor are needed for it.
+	Peer http.Handler
 }
 
 // Route templates; they are also the values of the metrics' route label.
@@ -93,6 +97,7 @@ const (
 	routeReady    = "/readyz"
 	routeMetrics  = "/metrics"
 	routeCluster  = "/cluster"
+	routePeer     = "/peer/"
 	routeNone     = "unmatched"
 )
 
@@ -191,6 +196,9 @@ func NewHandler(b Blobs, cfg Config) http.Handler {
 		{http.MethodGet, s.cluster},
 		{http.MethodHead, s.cluster},
 	})
+	if cfg.Peer != nil {
+		r.PathPrefix(routePeer).Handler(s.instrument(routePeer, cfg.Peer))
+	}
 	r.NotFoundHandler = s.instrument(routeNone, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Which routes exist is no secret, but answering strangers only
 		// with 401 keeps the unauthenticated surface to one response.

@@ -50,6 +50,9 @@ type NodeConfig struct {
 	// Raft state forms the group with them, or rejoins it (see
 	// decideFormation). Peers need PeerAuth.Secret.
 	Peers []raft.Server
+	// APIAddr is the host:port at which peers reach this node's HTTP API;
+	// probes answer it (see PeerStatus).
+	APIAddr string
 }
 
 // Node owns the *raft.Raft driving one FSM, and the background work a leader
@@ -175,7 +178,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	}
 	if stream != nil {
 		stream.SetStatus(func() PeerStatus {
-			st := PeerStatus{NodeID: cfg.ID}
+			st := PeerStatus{NodeID: cfg.ID, APIAddr: cfg.APIAddr, Applied: fsm.Applied()}
 			st.HasState, _ = raft.HasExistingState(store, store, snaps)
 			st.LastIndex, _ = store.LastIndex()
 			st.Term, _ = store.GetUint64([]byte("CurrentTerm")) // hashicorp/raft's stable-store key
@@ -245,6 +248,18 @@ func (n *Node) watchLeadership() {
 		}
 	}
 }
+
+// Probe asks the node whose Raft address is addr for its PeerStatus (its
+// API address, how far it has applied). It needs a cluster secret.
+func (n *Node) Probe(ctx context.Context, addr raft.ServerAddress) (PeerStatus, error) {
+	if n.stream == nil {
+		return PeerStatus{}, errors.New("raftfsm: probing peers needs a cluster secret")
+	}
+	return n.stream.Probe(ctx, string(addr))
+}
+
+// ID returns this node's Raft server id.
+func (n *Node) ID() raft.ServerID { return n.id }
 
 // FSM returns the node's state machine.
 func (n *Node) FSM() *FSM { return n.fsm }

@@ -303,6 +303,8 @@ type PeerStatus struct {
 	HasState  bool   `json:"has_state"`
 	Term      uint64 `json:"term"`
 	LastIndex uint64 `json:"last_index"`
+	APIAddr   string `json:"api_addr"` // host:port of its HTTP API
+	Applied   uint64 `json:"applied"`  // its state machine's applied index
 }
 
 // maxStatusLen bounds a probe's answer.

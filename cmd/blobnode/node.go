@@ -15,12 +15,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sys/unix"
 
 	"github.com/blobnode/blobnode/api"
 	"github.com/blobnode/blobnode/catalog"
+	"github.com/blobnode/blobnode/cluster"
 	"github.com/blobnode/blobnode/raftfsm"
 	"github.com/blobnode/blobnode/space"
 	"github.com/blobnode/blobnode/store"
@@ -274,8 +276,21 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		return err
 	}
 	fsm.AttachData(st.vol)
+	var peers []raft.Server
+	var raftAdvertise string
+	if cfg.peers != "" {
+		if peers, err = parsePeers(cfg.peers, cfg.nodeID); err != nil {
+			return err
+		}
+		raftAdvertise = advertisedRaft(peers, cfg.nodeID)
+	}
+	apiAddr := cfg.advertiseAddr
+	if apiAddr == "" {
+		apiAddr = cfg.httpAddr
+	}
 	node, err := raftfsm.StartNode(ctx, raftfsm.NodeConfig{
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
+		Advertise: raftAdvertise, Peers: peers, APIAddr: apiAddr,
 		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
 		// A volume that holds data belongs to the group in this Raft log;
 		// a new group over it would skip or misplace its blobs.
@@ -316,7 +331,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		return fmt.Errorf("start: %w", err)
 	}
 
-	s := store.New(node, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
+	var proposer store.Proposer = node
+	var peerAPI http.Handler
+	if len(peers) > 0 {
+		scheme := "http"
+		if sec.httpTLS != nil {
+			scheme = "https"
+		}
+		coord := cluster.New(cluster.Config{Node: node, Secret: sec.clusterSecret, Scheme: scheme, Client: sec.peerClient(cfg), Logger: log})
+		proposer, peerAPI = coord, coord.PeerHandler()
+	}
+	s := store.New(proposer, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
 	m.watchStore(s)
 	handler := api.NewHandler(s, api.Config{
@@ -343,7 +368,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 			}
 			return nil
 		},
-		Status:         func() any { return status(node, st, s) },
+		Status:         func() any { return status(node, st, s, apiAddr) },
+		Peer:           peerAPI,
 		Auth:           sec.auth(),
 		ProtectMetrics: cfg.protectMetrics,
 	})
@@ -464,7 +490,7 @@ func initGroup(ctx context.Context, node *raftfsm.Node, layout string) error {
 	return nil
 }
 
-func status(node *raftfsm.Node, st *storage, s *store.Store) any {
+func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any {
 	r := node.Raft()
 	addr, id := r.LeaderWithID()
 	a := st.alloc.Stats()
@@ -487,6 +513,7 @@ func status(node *raftfsm.Node, st *storage, s *store.Store) any {
 			v, _ := strconv.ParseUint(r.Stats()["last_snapshot_index"], 10, 64)
 			return v
 		}(),
+		"nodes": members(context.Background(), node, apiAddr),
 		"volume": map[string]any{
 			"total_bytes": a.TotalBytes, "free_bytes": a.FreeBytes, "used_bytes": a.UsedBytes,
 			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,

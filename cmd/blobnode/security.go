@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/blobnode/blobnode/api"
 	"github.com/blobnode/blobnode/raftfsm"
@@ -167,6 +169,27 @@ func loadSecurity(cfg config, log *slog.Logger) (security, error) {
 			"raft", cfg.raftAddr)
 	}
 	return sec, nil
+}
+
+// peerClient is the HTTP client of peer requests: it verifies an HTTPS
+// peer against the peer CA (when there is one), and dials from the IP of
+// -http-addr when that is a specific one, so peers see where a request
+// comes from.
+func (s security) peerClient(cfg config) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if host, _, err := net.SplitHostPort(cfg.httpAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			d.LocalAddr = &net.TCPAddr{IP: ip}
+		}
+	}
+	t := &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+	if s.httpTLS != nil {
+		t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if s.peerTLS != nil {
+			t.TLSClientConfig.RootCAs = s.peerTLS.RootCAs
+		}
+	}
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}
 }
 
 // loadClusterSecret reads the cluster secret: the file's content without

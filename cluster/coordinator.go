@@ -1,0 +1,239 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/blobnode/blobnode/raftfsm"
+)
+
+// DefaultWriteTimeout bounds how long a write waits for a leader and its
+// answer before it fails with raftfsm.ErrNotLeader (503 to the client).
+const DefaultWriteTimeout = 10 * time.Second
+
+// Config configures a Coordinator.
+type Config struct {
+	Node   *raftfsm.Node
+	Secret []byte // the cluster secret
+	// Client carries peer requests (nil: a client with sane timeouts).
+	Client *http.Client
+	// Scheme of the peers' APIs: "http" (default) or "https".
+	Scheme string
+	// WriteTimeout bounds a proposal (0: DefaultWriteTimeout).
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Coordinator is the store's proposer on a node of a group: it proposes
+// on the leader from any node and makes reads linearizable on every node.
+// It is safe for concurrent use.
+type Coordinator struct {
+	node    *raftfsm.Node
+	fsm     *raftfsm.FSM
+	sign    signer
+	client  *http.Client
+	scheme  string
+	timeout time.Duration
+	log     *slog.Logger
+
+	addrMu sync.Mutex
+	apiOf  map[raft.ServerAddress]string // Raft address -> API address, from probes
+
+	reads readBatcher
+}
+
+// New returns a Coordinator over cfg.Node.
+func New(cfg Config) *Coordinator {
+	c := &Coordinator{
+		node: cfg.Node, fsm: cfg.Node.FSM(), sign: newSigner(cfg.Secret), client: cfg.Client,
+		scheme: cfg.Scheme, timeout: cfg.WriteTimeout, log: cfg.Logger,
+		apiOf: map[raft.ServerAddress]string{},
+	}
+	if c.client == nil {
+		c.client = &http.Client{Timeout: 30 * time.Second}
+	}
+	if c.scheme == "" {
+		c.scheme = "http"
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultWriteTimeout
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.reads.fetch = c.leaderReadIndex
+	return c
+}
+
+// IsLeader reports whether this node leads now.
+func (c *Coordinator) IsLeader() bool { return c.node.IsLeader() }
+
+// ReadOnly is this node's read-only state (its own disks).
+func (c *Coordinator) ReadOnly() error { return c.node.ReadOnly() }
+
+// Propose applies cmd through the leader and returns its result, within
+// the write timeout. A command that was never proposed (no leader, the
+// one asked was not the leader) is tried again until the timeout; one
+// whose outcome is unknown is not, and fails with an error that says so.
+func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfsm.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	wait := 5 * time.Millisecond
+	for {
+		res, err := c.proposeOnce(ctx, cmd)
+		if !errors.Is(err, raftfsm.ErrNotLeader) || errors.Is(err, errUnknownOutcome) {
+			return res, err
+		}
+		if !c.backoff(ctx, &wait) {
+			return raftfsm.Result{}, fmt.Errorf("no leader accepted the command within %v: %w", c.timeout, err)
+		}
+	}
+}
+
+func (c *Coordinator) proposeOnce(ctx context.Context, cmd *raftfsm.Command) (raftfsm.Result, error) {
+	addr, id := c.node.Raft().LeaderWithID()
+	switch {
+	case id == "":
+		return raftfsm.Result{}, fmt.Errorf("cluster: no leader known: %w", raftfsm.ErrNotLeader)
+	case id == c.node.ID():
+		res, err := c.node.Propose(ctx, cmd)
+		if errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			// Leadership lost with the command in flight: it may still
+			// commit under the next leader.
+			return res, fmt.Errorf("%w: %w", errUnknownOutcome, err)
+		}
+		return res, err
+	}
+	return c.forward(ctx, addr, cmd)
+}
+
+func (c *Coordinator) backoff(ctx context.Context, wait *time.Duration) bool {
+	t := time.NewTimer(*wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		*wait = min(2**wait, 200*time.Millisecond)
+		return true
+	}
+}
+
+// forward sends cmd to the leader at Raft address addr.
+func (c *Coordinator) forward(ctx context.Context, addr raft.ServerAddress, cmd *raftfsm.Command) (raftfsm.Result, error) {
+	var w wireResult
+	if err := c.call(ctx, addr, http.MethodPost, "/peer/propose", cmd.Encode(), &w); err != nil {
+		return raftfsm.Result{}, err
+	}
+	return decodeResult(w)
+}
+
+// ReadBarrier makes a following read of this node's state linearizable:
+// on the leader, its own barrier; elsewhere, a read index from the leader
+// (shared by concurrent callers) and a wait until this node has applied
+// it.
+func (c *Coordinator) ReadBarrier(ctx context.Context) error {
+	if c.node.IsLeader() {
+		return c.node.ReadBarrier(ctx)
+	}
+	idx, err := c.reads.index(ctx)
+	if err != nil {
+		return err
+	}
+	return c.fsm.WaitApplied(ctx, idx)
+}
+
+func (c *Coordinator) leaderReadIndex(ctx context.Context) (uint64, error) {
+	addr, id := c.node.Raft().LeaderWithID()
+	if id == "" {
+		return 0, fmt.Errorf("cluster: no leader known: %w", raftfsm.ErrNotLeader)
+	}
+	if id == c.node.ID() {
+		return c.node.ReadIndex(ctx)
+	}
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	if err := c.call(ctx, addr, http.MethodGet, "/peer/readindex", nil, &out); err != nil {
+		return 0, err
+	}
+	return out.Index, nil
+}
+
+// apiAddr returns the API address of the node at Raft address addr.
+func (c *Coordinator) apiAddr(ctx context.Context, addr raft.ServerAddress) (string, error) {
+	c.addrMu.Lock()
+	api, ok := c.apiOf[addr]
+	c.addrMu.Unlock()
+	if ok {
+		return api, nil
+	}
+	st, err := c.node.Probe(ctx, addr)
+	if err != nil {
+		return "", fmt.Errorf("cluster: find the API of %s: %w", addr, err)
+	}
+	if st.APIAddr == "" {
+		return "", fmt.Errorf("cluster: %s has no API address", addr)
+	}
+	c.addrMu.Lock()
+	c.apiOf[addr] = st.APIAddr
+	c.addrMu.Unlock()
+	return st.APIAddr, nil
+}
+
+func (c *Coordinator) forgetAPI(addr raft.ServerAddress) {
+	c.addrMu.Lock()
+	delete(c.apiOf, addr)
+	c.addrMu.Unlock()
+}
+
+// call sends a signed peer request to the node at Raft address addr and
+// decodes its JSON answer into out. A request that could not be sent, or
+// was refused before anything was done (NotLeader), wraps
+// raftfsm.ErrNotLeader: nothing happened and it may be tried elsewhere.
+// One whose answer was lost is errUnknownOutcome.
+func (c *Coordinator) call(ctx context.Context, addr raft.ServerAddress, method, path string, body []byte, out any) error {
+	api, err := c.apiAddr(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("%w: %w", raftfsm.ErrNotLeader, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+api+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	c.sign.sign(req)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.forgetAPI(addr)
+		if body == nil {
+			return fmt.Errorf("%w: %w", raftfsm.ErrNotLeader, err) // a read: nothing to be unsure about
+		}
+		return fmt.Errorf("%w: %w", errUnknownOutcome, err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxPeerAnswer))
+	if resp.StatusCode != http.StatusOK {
+		var w wireError
+		if err := dec.Decode(&w); err != nil {
+			w = wireError{Code: codeInternal, Message: err.Error()}
+		}
+		return errorFrom(resp.StatusCode, w)
+	}
+	if err := dec.Decode(out); err != nil {
+		return fmt.Errorf("%w: decode the answer of %s: %w", errUnknownOutcome, api, err)
+	}
+	return nil
+}
+
+// maxPeerAnswer bounds a peer's JSON answer.
+const maxPeerAnswer = 64 << 20

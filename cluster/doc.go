@@ -1,0 +1,29 @@
+// Package cluster is what makes one node a member of a group: the peer
+// protocol between nodes (authenticated by the cluster secret) and the
+// coordinator that the store drives instead of the bare Raft node.
+//
+// The Coordinator proposes through the leader from any node: on the
+// leader it proposes locally; elsewhere it forwards the command to the
+// leader's peer API. Reads are linearizable on every node: a follower
+// asks the leader for a read index (the leader confirms it still leads
+// and that its term did not change meanwhile) and waits until it has
+// applied that index itself; concurrent reads share one round trip.
+//
+// Nodes learn each other's API addresses from their Raft addresses: the
+// stream layer answers an authenticated probe with the node's API
+// address (raftfsm.PeerStatus), so a group needs no address book beyond
+// its Raft configuration.
+//
+// # Peer requests
+//
+// Every peer request carries
+//
+//	Authorization: BlobnodePeer <unix seconds>.<hex HMAC-SHA256(key, method SP request-URI SP seconds)>
+//
+// with key derived from the cluster secret for this use only
+// (raftfsm.PeerKey(secret, "peer api")). A request without it, with a
+// wrong one, or more than MaxClockSkew away from the receiver's clock is
+// refused with 401 before its body is read, and changes nothing. Without
+// TLS the header can be replayed within that window by whoever can see
+// the traffic: keep peer traffic on a private network, or turn TLS on.
+package cluster

@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/blobnode/blobnode/raftfsm"
+)
+
+// maxCommandBytes bounds a forwarded command (an inline blob's bytes and
+// its checksums fit well within it).
+const maxCommandBytes = raftfsm.MaxInlineSize + 1<<20
+
+// PeerHandler serves the peer API under /peer/: every request is
+// authenticated (see the package documentation) before anything else.
+//
+//	POST /peer/propose     body: an encoded raftfsm.Command; the leader applies it: 200 wireResult
+//	GET  /peer/readindex   the leader's confirmed read index: 200 {"index": N}
+//
+// Failures answer a JSON wireError: 401 Unauthorized, 421 NotLeader
+// (nothing was proposed), 503 ReadOnly or Unavailable, 400 BadCommand,
+// 500 Unknown (the outcome is not known).
+func (c *Coordinator) PeerHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /peer/propose", c.servePropose)
+	mux.HandleFunc("GET /peer/readindex", c.serveReadIndex)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := c.sign.verify(r); err != nil {
+			c.log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
+			w.Header().Set("Connection", "close") // the body is not read
+			writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (c *Coordinator) servePropose(w http.ResponseWriter, r *http.Request) {
+	if !c.node.IsLeader() {
+		writeJSON(w, http.StatusMisdirectedRequest, wireError{Code: codeNotLeader, Message: "not the leader"})
+		return
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCommandBytes))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
+		return
+	}
+	cmd, err := raftfsm.DecodeCommand(b)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
+		return
+	}
+	res, err := c.node.Propose(r.Context(), &cmd)
+	if err != nil {
+		c.writeFailure(w, err)
+		return
+	}
+	wr, err := encodeResult(res)
+	if err != nil {
+		c.writeFailure(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wr)
+}
+
+func (c *Coordinator) serveReadIndex(w http.ResponseWriter, r *http.Request) {
+	idx, err := c.node.ReadIndex(r.Context())
+	if err != nil {
+		c.writeFailure(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Index uint64 `json:"index"`
+	}{idx})
+}
+
+func (c *Coordinator) writeFailure(w http.ResponseWriter, err error) {
+	status, we := errorOf(err)
+	if status == http.StatusInternalServerError && !errors.Is(err, raftfsm.ErrNotLeader) {
+		c.log.Warn("peer request failed", "err", err)
+	}
+	writeJSON(w, status, we)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
