@@ -589,38 +589,13 @@ func TestJournalCrash(t *testing.T) {
 	t.Logf("%d crash runs; %d recovered unacknowledged txns", runs, partial)
 }
 
-// traceDevice records the order of writes and syncs.
-type traceDevice struct {
-	Device
-	mu    sync.Mutex
-	trace []traceOp
-}
-
-type traceOp struct {
-	sync bool
-	off  int64
-}
-
-func (d *traceDevice) WriteAt(p []byte, off int64) (int, error) {
-	d.mu.Lock()
-	d.trace = append(d.trace, traceOp{off: off})
-	d.mu.Unlock()
-	return d.Device.WriteAt(p, off)
-}
-
-func (d *traceDevice) Sync() error {
-	d.mu.Lock()
-	d.trace = append(d.trace, traceOp{sync: true})
-	d.mu.Unlock()
-	return d.Device.Sync()
-}
-
 // TestJournalWriteOrder checks the durability protocol on the trace of
 // device operations: every record is synced before anything is applied in
 // place, and every header write is preceded by a Sync (in-place writes
 // durable before the log is dropped) and followed by one before any record
 // is written at the log start (a new record is never paired with the old
-// header). The crash test finds violations of the second only sometimes.
+// header). TestJournalCrash finds violations of both as states that do
+// not recover; this test names the rule that was broken.
 func TestJournalWriteOrder(t *testing.T) {
 	opts := smallOpts()
 	dev := NewMemDevice(opts.Geometry.VolumeSize, 1)
@@ -628,8 +603,8 @@ func TestJournalWriteOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	td := &traceDevice{Device: dev}
-	v, err := Open(td, nil)
+	rec := NewRecorder(dev)
+	v, err := Open(rec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,27 +616,28 @@ func TestJournalWriteOrder(t *testing.T) {
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}
-	tr := td.trace
-	inLog := func(op traceOp) bool { return !op.sync && op.off >= logStart && op.off < l.StateOffset }
-	isHeader := func(op traceOp) bool { return !op.sync && op.off >= l.JournalOffset && op.off < logStart }
+	tr := rec.Trace().Ops
+	isSync := func(op TraceOp) bool { return op.Kind == TraceSync }
+	inLog := func(op TraceOp) bool { return op.Kind == TraceWrite && op.Off >= logStart && op.Off < l.StateOffset }
+	isHeader := func(op TraceOp) bool { return op.Kind == TraceWrite && op.Off >= l.JournalOffset && op.Off < logStart }
 	headers := 0
 	for i, op := range tr {
 		switch {
 		case isHeader(op):
 			headers++
-			if i == 0 || !tr[i-1].sync || i+1 == len(tr) || !tr[i+1].sync {
+			if i == 0 || !isSync(tr[i-1]) || i+1 == len(tr) || !isSync(tr[i+1]) {
 				t.Fatalf("op %d: header write not between two syncs: %v", i, tr[max(0, i-2):min(len(tr), i+3)])
 			}
 		case inLog(op):
-			if i+1 == len(tr) || !tr[i+1].sync {
+			if i+1 == len(tr) || !isSync(tr[i+1]) {
 				t.Fatalf("op %d: record write not followed by a sync", i)
 			}
-		case !op.sync: // in place
+		case op.Kind == TraceWrite: // in place
 			j := i - 1
-			for j >= 0 && !tr[j].sync && !inLog(tr[j]) {
+			for j >= 0 && !isSync(tr[j]) && !inLog(tr[j]) {
 				j--
 			}
-			if j < 1 || !tr[j].sync || !inLog(tr[j-1]) {
+			if j < 1 || !isSync(tr[j]) || !inLog(tr[j-1]) {
 				t.Fatalf("op %d: in-place write not preceded by a record and its sync", i)
 			}
 		}
