@@ -78,7 +78,7 @@ func chunkSums(data []byte, chunk int) []uint32 {
 	return out
 }
 
-func (d *restartDriver) bytes(n int64) []byte {
+func (d *restartDriver) randomBytes(n int64) []byte {
 	p := make([]byte, n)
 	for i := range p {
 		p[i] = byte(d.r.Uint32())
@@ -128,7 +128,7 @@ func (d *restartDriver) key() string { return fmt.Sprintf("key-%d", d.r.IntN(6))
 
 // inlineCmd returns a CommitInline of fresh random bytes under key.
 func (d *restartDriver) inlineCmd(key string) Command {
-	data := d.bytes(logUniform(d.r, 1, MaxInlineSize/2))
+	data := d.randomBytes(logUniform(d.r, 1, MaxInlineSize/2))
 	return Command{Kind: KindCommitInline, Key: key, Size: int64(len(data)), ChunkSize: testChunk,
 		Checksums: chunkSums(data, testChunk), Identity: d.r.Uint64(), Data: data}
 }
@@ -188,7 +188,7 @@ func (d *restartDriver) stream() {
 	if d.reuses(res.Extents) {
 		d.run.counts["streamed on freed pages"]++
 	}
-	data := d.bytes(size)
+	data := d.randomBytes(size)
 	rest := data
 	for _, e := range res.Extents {
 		n := min(int64(len(rest)), e.Length)

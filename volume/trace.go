@@ -24,6 +24,10 @@ import (
 // durable state the run can leave behind: CrashDropAll the state as of the
 // last completed sync, CrashTearOne and CrashKeepRandom those in which part
 // of the writes issued since then survive.
+//
+// A sweep's seed fixes its workload and its rng seeds, not the schedule of
+// the run it records: running it again records another run. A failure
+// names the crash state (CrashState.String) within the run that failed.
 
 // FullSweepEnv names the environment variable that makes the crash sweeps
 // run in full when set to "1": more recorded runs, longer ones, and more
