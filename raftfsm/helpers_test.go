@@ -46,23 +46,33 @@ type devKind int
 const (
 	memDev  devKind = iota // volume.MemDevice: can crash
 	fileDev                // volume.FileDevice in t.TempDir()
+	// traceDev is a volume.Recorder over a MemDevice: it records one run's
+	// writes and syncs, whose crash states a sweep rebuilds (the stack
+	// itself is never crashed).
+	traceDev
 )
 
 func (k devKind) String() string {
-	if k == memDev {
+	switch k {
+	case memDev:
 		return "mem"
+	case fileDev:
+		return "file"
+	default:
+		return "trace"
 	}
-	return "file"
 }
 
 // stack is one node's state machine over real parts: a volume on a device,
 // the space allocator, a bbolt catalog file and the FSM over them. It can be
 // shut down cleanly, crashed (MemDevice only) and reopened from its files.
 type stack struct {
-	t    testing.TB
-	kind devKind
-	dir  string
-	mem  *volume.MemDevice // kind == memDev
+	t        testing.TB
+	kind     devKind
+	dir      string
+	geometry volume.Geometry   // the volume's
+	mem      *volume.MemDevice // kind == memDev or traceDev
+	rec      *volume.Recorder  // kind == traceDev: records the writes and syncs of mem
 
 	vol   *volume.Volume
 	alloc *space.Allocator
@@ -79,24 +89,47 @@ type stack struct {
 
 func newStack(t testing.TB, kind devKind, seed uint64) *stack {
 	t.Helper()
-	s := &stack{t: t, kind: kind, dir: t.TempDir()}
+	return newStackOf(t, kind, seed, testGeometry)
+}
+
+// newStackOf is newStack on a volume of geometry g.
+func newStackOf(t testing.TB, kind devKind, seed uint64, g volume.Geometry) *stack {
+	t.Helper()
+	s := &stack{t: t, kind: kind, dir: t.TempDir(), geometry: g}
 	var dev volume.Device
 	switch kind {
-	case memDev:
-		s.mem = volume.NewMemDevice(testGeometry.VolumeSize, int64(seed))
+	case memDev, traceDev:
+		s.mem = volume.NewMemDevice(g.VolumeSize, int64(seed))
 		dev = s.mem
+		if kind == traceDev {
+			s.rec = volume.NewRecorder(s.mem)
+			dev = s.rec
+		}
 	case fileDev:
-		fd, err := volume.CreateFileDevice(filepath.Join(s.dir, "volume"), testGeometry.VolumeSize)
+		fd, err := volume.CreateFileDevice(filepath.Join(s.dir, "volume"), g.VolumeSize)
 		if err != nil {
 			t.Fatalf("create volume file: %v", err)
 		}
 		dev = fd
 	}
-	vol, err := space.FormatVolume(dev, volume.FormatOptions{Geometry: testGeometry})
+	vol, err := space.FormatVolume(dev, volume.FormatOptions{Geometry: g})
 	if err != nil {
 		t.Fatalf("format volume: %v", err)
 	}
 	s.vol = vol
+	s.open()
+	t.Cleanup(s.shutdown)
+	return s
+}
+
+// restartOn opens a stack over dev, a MemDevice a power cut left, the way
+// the daemon starts after an unclean stop: the old catalog was set aside,
+// so a fresh one is opened, and the allocator is rebuilt (from that empty
+// catalog here, and again by Restore when Raft restores its snapshot). The
+// caller restores the snapshot and replays the log after it.
+func restartOn(t testing.TB, dev *volume.MemDevice, g volume.Geometry) *stack {
+	t.Helper()
+	s := &stack{t: t, kind: memDev, dir: t.TempDir(), geometry: g, mem: dev, forceRebuild: true}
 	s.open()
 	t.Cleanup(s.shutdown)
 	return s
@@ -108,16 +141,20 @@ func (s *stack) open() {
 	t.Helper()
 	if s.vol == nil {
 		var dev volume.Device = s.mem
-		if s.kind == fileDev {
+		switch s.kind {
+		case fileDev:
 			fd, err := volume.OpenFileDevice(filepath.Join(s.dir, "volume"))
 			if err != nil {
 				t.Fatalf("open volume file: %v", err)
 			}
 			dev = fd
-		} else {
+		case traceDev:
+			s.mem.Reopen()
+			dev = s.rec
+		default:
 			s.mem.Reopen()
 		}
-		vol, err := volume.Open(dev, &testGeometry)
+		vol, err := volume.Open(dev, &s.geometry)
 		if err != nil {
 			t.Fatalf("open volume: %v", err)
 		}
@@ -192,8 +229,8 @@ func (s *stack) shutdown() {
 // whose every Update was synced, so it keeps everything committed.
 func (s *stack) crash(mode volume.CrashMode, rng *mrand.Rand) {
 	s.t.Helper()
-	if s.mem == nil {
-		s.t.Fatal("crash needs a MemDevice")
+	if s.kind != memDev {
+		s.t.Fatalf("crash needs a MemDevice stack, not %v", s.kind)
 	}
 	// Closing the volume writes nothing more: make every device operation
 	// fail first, as it would after the power cut.
@@ -570,6 +607,7 @@ func summarise(logs []*raft.Log, res []any) summary {
 var kindNames = map[Kind]string{
 	KindNoop: "noop", KindInit: "init", KindReserve: "reserve", KindCommit: "commit",
 	KindAbort: "abort", KindExpire: "expire", KindDelete: "delete", KindReserveBatch: "reserve-batch",
+	KindCommitInline: "commit-inline",
 }
 
 // requireSome fails unless the run had at least one of each named outcome.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/blobnode/blobnode/volume"
 )
@@ -78,4 +79,21 @@ func flatten(live map[int][]Extent) []Extent {
 		out = append(out, exts...)
 	}
 	return out
+}
+
+// waitFor polls cond, a condition nothing signals, until it holds or ten
+// seconds pass.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
+		}
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
+
+	"github.com/blobnode/blobnode/volume"
 )
 
 func depthOf(node int) int { return bits.Len(uint(node)) - 1 }
@@ -16,8 +18,9 @@ func depthOf(node int) int { return bits.Len(uint(node)) - 1 }
 // as an allocator that reached the same set by any history.
 //
 // Rebuild writes directly, not through the journal: it first checkpoints the
-// journal, marks the header "rebuilding" durably, writes and syncs the new
-// state, then clears the mark. A crash in between makes the next Open return
+// journal, marks the header "rebuilding" durably (through the journal),
+// writes and syncs the new lpage trees and summaries directly, then
+// commits the new header, its mark cleared, through the journal. A crash in between makes the next Open return
 // ErrNeedsRebuild. The applied index is kept. On ErrOverlap or ErrBadExtent
 // nothing changed.
 func (a *Allocator) Rebuild(ctx context.Context, owned []Extent) error {
@@ -41,7 +44,7 @@ func (a *Allocator) Rebuild(ctx context.Context, owned []Extent) error {
 		return fmt.Errorf("space: rebuild: %w", err)
 	}
 	a.failed = ErrFailed // until the new state is fully in place
-	if err := a.writeFlags(a.hdr.w[hwFlags] | flagRebuilding); err != nil {
+	if err := a.writeFlags(ctx, a.hdr.w[hwFlags]|flagRebuilding); err != nil {
 		return err
 	}
 
@@ -79,13 +82,16 @@ func (a *Allocator) Rebuild(ctx context.Context, owned []Extent) error {
 			return fmt.Errorf("space: rebuild summary %d: %w", c, err)
 		}
 	}
-	hdr.w[hwFlags] |= flagRebuilding
-	buf = encodeWords(buf[:0], hdr.w)
-	if err := a.vol.WriteMetaDirect(buf, hdr.off); err != nil {
-		return fmt.Errorf("space: rebuild header: %w", err)
-	}
 	if err := a.vol.Sync(); err != nil {
 		return fmt.Errorf("space: rebuild: %w", err)
+	}
+	// The new header, its flag cleared, in one journaled write: until it
+	// is durable the flag says the rebuild did not finish.
+	hdr.w[hwFlags] &^= flagRebuilding
+	var t volume.Txn
+	t.Write(hdr.off, encodeWords(buf[:0], hdr.w))
+	if err := a.vol.Journal().Commit(ctx, &t); err != nil {
+		return fmt.Errorf("space: rebuild header: %w", err)
 	}
 	a.hdr = hdr
 	a.summaries = summaries
@@ -93,21 +99,20 @@ func (a *Allocator) Rebuild(ctx context.Context, owned []Extent) error {
 	a.entries = entries
 	a.dirty = a.dirty[:0]
 	a.last = nil
-	if err := a.writeFlags(hdr.w[hwFlags] &^ flagRebuilding); err != nil {
-		return err
-	}
 	a.failed = nil
 	return nil
 }
 
-// writeFlags writes the header's flags word directly and syncs.
-func (a *Allocator) writeFlags(f uint64) error {
+// writeFlags sets the header's flags word through the journal. The header
+// is never written directly, only through the journal: an in-place write
+// of its sector that a power cut tears (into neither the old nor the new
+// bytes) is then replayed from the log, whereas a torn direct write would
+// leave a volume whose allocator cannot be opened.
+func (a *Allocator) writeFlags(ctx context.Context, f uint64) error {
 	a.hdr.w[hwFlags] = f
-	b := binary.LittleEndian.AppendUint64(nil, f)
-	if err := a.vol.WriteMetaDirect(b, a.l.stateOff+hwFlags*8); err != nil {
-		return fmt.Errorf("space: write flags: %w", err)
-	}
-	if err := a.vol.Sync(); err != nil {
+	var t volume.Txn
+	t.Write(a.l.stateOff+hwFlags*8, binary.LittleEndian.AppendUint64(nil, f))
+	if err := a.vol.Journal().Commit(ctx, &t); err != nil {
 		return fmt.Errorf("space: write flags: %w", err)
 	}
 	return nil

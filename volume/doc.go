@@ -7,7 +7,10 @@
 // Sync, Size, Close). [FileDevice] is a preallocated regular file;
 // [MemDevice] is an in-memory twin that loses, keeps or tears unsynced
 // writes on [MemDevice.Crash] and can crash at an exact operation, for
-// crash tests here and in the packages above.
+// crash tests here and in the packages above. A [Recorder] records one
+// run's writes and syncs, with the test's own events between them, as a
+// [Trace] that rebuilds, on a fresh MemDevice, the state a power cut
+// leaves at any of the run's sync boundaries: crash sweeps enumerate them.
 //
 // # Layout
 //

@@ -34,7 +34,10 @@ const (
 	CrashTearGarbage
 )
 
-// CrashModes returns every CrashMode, for sweeps that try each.
+// CrashModes returns every CrashMode that MemDevice implements, CrashDropAll
+// first. The crash sweeps here and in the packages above run each of them,
+// so a mode added to MemDevice must be added to this list (a test in this
+// package fails while one is missing), and is then swept everywhere.
 func CrashModes() []CrashMode {
 	return []CrashMode{CrashDropAll, CrashKeepRandom, CrashTearOne, CrashTearGarbage}
 }
