@@ -38,7 +38,6 @@ const FullSweepEnv = "BLOBNODE_FULL_SWEEP"
 // FullSweep reports whether FullSweepEnv asks for the full crash sweeps.
 func FullSweep() bool { return os.Getenv(FullSweepEnv) == "1" }
 
-
 // TraceOpKind says what a TraceOp is.
 type TraceOpKind uint8
 
