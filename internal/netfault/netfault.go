@@ -90,9 +90,10 @@ type Config struct {
 	Mode Mode
 	// DialTimeout bounds the proxy's dial of a node (default 5s).
 	DialTimeout time.Duration
-	// Logf, if set, is told of refused connections from unknown sources
-	// and of failed dials. It may be called from any goroutine until
-	// Close returns.
+	// Logf, if set, is told of each connection refused for coming from
+	// an unknown source (a failed dial of a node that is down is only
+	// counted: it is routine in a test that kills nodes). It may be called
+	// from any goroutine until Close returns.
 	Logf func(format string, args ...any)
 }
 
@@ -424,9 +425,6 @@ func (n *Net) serve(c net.Conn, to, target string) {
 		n.mu.Lock()
 		n.statsLocked(l).Refused++
 		n.mu.Unlock()
-		if n.ctx.Err() == nil {
-			n.logf("netfault: %s: dial %s: %v", l, target, err)
-		}
 		resetConn(c)
 		return
 	}
