@@ -134,11 +134,18 @@ func newNodeIn(t testing.TB, dir string, flags ...string) *node {
 // the node further (useTLS) first.
 func prepareNode(t testing.TB, dir string, flags ...string) *node {
 	t.Helper()
+	return prepareNodeOn(t, "127.0.0.1", dir, flags...)
+}
+
+// prepareNodeOn is prepareNode with the API and Raft listening on free
+// ports of the loopback IP ip (a cluster gives each node an IP of its own).
+func prepareNodeOn(t testing.TB, ip, dir string, flags ...string) *node {
+	t.Helper()
 	n := &node{
 		t:        t,
 		dir:      dir,
-		httpAddr: freeAddr(t),
-		raftAddr: freeAddr(t),
+		httpAddr: freeAddrOn(t, ip),
+		raftAddr: freeAddrOn(t, ip),
 		flags:    flags,
 		logPath:  filepath.Join(t.TempDir(), "blobnode.log"),
 	}
@@ -163,7 +170,13 @@ func (n *node) useTLS(cfg *tls.Config) {
 // freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return freeAddrOn(t, "127.0.0.1")
+}
+
+// freeAddrOn returns ip:port with a port of ip that was free a moment ago.
+func freeAddrOn(t testing.TB, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
@@ -188,6 +201,14 @@ func (n *node) running() bool {
 
 // start runs the process on n.dir and waits for /readyz to answer 200.
 func (n *node) start() {
+	n.t.Helper()
+	n.launch()
+	n.waitReady()
+}
+
+// launch runs the process on n.dir without waiting for it to be ready
+// (a node of a group is ready only once a quorum runs).
+func (n *node) launch() {
 	n.t.Helper()
 	if n.running() {
 		n.t.Fatal("start: node already running")
@@ -216,7 +237,6 @@ func (n *node) start() {
 		close(exited)
 	}()
 	n.client = newClient(n.clientTLS)
-	n.waitReady()
 }
 
 // nodeEnv is the test's environment without BLOBNODE_* variables, so a
