@@ -22,10 +22,6 @@ import (
 	"github.com/blobnode/blobnode/internal/netfault"
 )
 
-// clusterTestsEnv turns the cluster tests on. They need a daemon that forms
-// a group from -peers (issue #12); until it does they are skipped.
-const clusterTestsEnv = "BLOBNODE_CLUSTER_TESTS"
-
 // Loopback IPs of a cluster: node i listens on nodeIPBase+i and dials its
 // peers from it; its proxies listen on proxyIPBase+i. All of 127.0.0.0/8
 // is local on Linux. Clusters of one test binary share the IPs, not ports.
@@ -68,11 +64,9 @@ type clusterStatus struct {
 // newCluster starts size blobnode processes as one group with the contract
 // flags (-node-id, -peers through the proxies, -cluster-secret-file,
 // -advertise-addr) and flags, waits until every node is ready and all agree
-// on one leader, and stops everything in t.Cleanup. It skips the test
-// unless BLOBNODE_CLUSTER_TESTS=1.
+// on one leader, and stops everything in t.Cleanup.
 func newCluster(t testing.TB, size int, flags ...string) *cluster {
 	t.Helper()
-	requireClusterTests(t)
 	c := prepareCluster(t, size, flags...)
 	for i := range c.nodes {
 		c.launch(i)
@@ -82,13 +76,6 @@ func newCluster(t testing.TB, size int, flags ...string) *cluster {
 	}
 	c.leader()
 	return c
-}
-
-func requireClusterTests(t testing.TB) {
-	t.Helper()
-	if os.Getenv(clusterTestsEnv) != "1" {
-		t.Skipf("cluster test: set %s=1 to run it (the daemon does not form a group from -peers yet, issue #12)", clusterTestsEnv)
-	}
 }
 
 // prepareCluster is newCluster without starting any node.
