@@ -19,6 +19,7 @@ type wireResult struct {
 	Extents []catalog.Extent   `json:"extents,omitempty"`
 	Batch   [][]catalog.Extent `json:"batch,omitempty"`
 	Version uint64             `json:"version,omitempty"`
+	Index   uint64             `json:"index,omitempty"`
 }
 
 // refusalCodes name the state machine's deterministic refusals on the wire.
@@ -33,7 +34,7 @@ var refusalCodes = map[string]error{
 }
 
 func encodeResult(r raftfsm.Result) (wireResult, error) {
-	w := wireResult{Extents: r.Extents, Batch: r.Batch, Version: r.Version}
+	w := wireResult{Extents: r.Extents, Batch: r.Batch, Version: r.Version, Index: r.Index}
 	if r.Err != nil {
 		for code, e := range refusalCodes {
 			if errors.Is(r.Err, e) {
@@ -47,7 +48,7 @@ func encodeResult(r raftfsm.Result) (wireResult, error) {
 }
 
 func decodeResult(w wireResult) (raftfsm.Result, error) {
-	r := raftfsm.Result{Extents: w.Extents, Batch: w.Batch, Version: w.Version}
+	r := raftfsm.Result{Extents: w.Extents, Batch: w.Batch, Version: w.Version, Index: w.Index}
 	if w.Err != "" {
 		e, ok := refusalCodes[w.Err]
 		if !ok {

@@ -64,6 +64,10 @@ type Result struct {
 	Batch   [][]catalog.Extent
 	Version uint64        // Commit: the new version (the entry's index)
 	Old     *catalog.Blob // Commit, Delete: the version replaced or removed
+	// Index is the log index the command applied at (set by Node.Propose,
+	// not by the state machine): a replica may write into a
+	// reservation's pages only once it has applied that index.
+	Index uint64
 }
 
 // Allocator is the part of the space allocator the state machine drives.
@@ -152,6 +156,12 @@ type FSM struct {
 
 	closing   chan struct{} // closed by Close: stop waiting to retry
 	closeOnce sync.Once
+
+	// applyMu is held by ApplyBatch and Restore for their whole run, so
+	// that BeginWrite's check of a reservation and its claim on the pages
+	// are one step against them (see localwrite.go).
+	applyMu sync.Mutex
+	guard   writeGuard
 }
 
 // Open reconciles the catalog and the allocator and returns the FSM. If
@@ -307,6 +317,8 @@ func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 // catalog and allocator disagreeing) and allocator journal failures stay
 // fatal.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
 	out := make([]any, len(logs))
 	fail := func(err error) []any {
 		for i := range out {
@@ -800,6 +812,7 @@ func (f *FSM) release(tx *catalog.Tx, rs ...catalog.Reservation) error {
 }
 
 func (f *FSM) free(exts []catalog.Extent) error {
+	f.revokeWriters(exts)
 	se := make([]space.Extent, len(exts))
 	for i, e := range exts {
 		se[i] = space.Extent(e)
@@ -863,6 +876,8 @@ func (s *snapshot) Release() { s.s.Release() }
 // the allocator rebuilt from it.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
 	if err := f.cat.RestoreIf(rc, f.acceptSnapshot); err != nil {
 		return fmt.Errorf("raftfsm: restore: %w", err)
 	}

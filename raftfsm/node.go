@@ -324,6 +324,7 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 		return Result{}, err
 	}
 	res, _ := f.Response().(Result)
+	res.Index = f.Index()
 	if errors.Is(res.Err, ErrStopped) || errors.Is(res.Err, ErrClosed) {
 		return Result{}, res.Err
 	}

@@ -30,7 +30,8 @@ type pooled struct {
 	id       uint64
 	exts     []catalog.Extent
 	created  time.Time
-	deadline int64 // unix ns, as in its Reserve
+	deadline int64  // unix ns, as in its Reserve
+	index    uint64 // log index of the batch that reserved it
 }
 
 type reservationPool struct {
@@ -118,7 +119,7 @@ func (p *reservationPool) refill(class int64) {
 			orphans = append(orphans, ids[i])
 			continue
 		}
-		p.ready[class] = append(p.ready[class], pooled{id: ids[i], exts: exts, created: now, deadline: deadline})
+		p.ready[class] = append(p.ready[class], pooled{id: ids[i], exts: exts, created: now, deadline: deadline, index: res.Index})
 	}
 	p.mu.Unlock()
 	for _, id := range orphans {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/blobnode/blobnode/catalog"
@@ -58,6 +59,45 @@ type upload struct {
 	ids      []uint64
 	ext      extents
 	identity uint64 // seeds the chunk checksums: the first reservation id
+	// index is the highest log index of its Reserves: a replica writes
+	// the bytes only once it has applied it.
+	index uint64
+	// claim is this node's claim on the reservations' pages (see
+	// raftfsm.LocalWrite): every write of the upload goes through it.
+	claim *raftfsm.LocalWrite
+}
+
+// addReservation waits until this node has applied the entry that made
+// reservation id (index), claims its pages and appends its extents.
+func (u *upload) addReservation(ctx context.Context, id, index uint64) error {
+	if err := u.s.fsm.WaitApplied(ctx, index); err != nil {
+		return mapErr(err)
+	}
+	var exts []catalog.Extent
+	var err error
+	if u.claim == nil {
+		u.claim, exts, err = u.s.fsm.BeginWrite(id)
+	} else {
+		exts, err = u.claim.Extend(id)
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	if u.identity == 0 {
+		u.identity = id
+	}
+	u.ids = append(u.ids, id)
+	u.ext.add(exts...)
+	u.index = max(u.index, index)
+	return nil
+}
+
+// release ends the upload's claim on its pages.
+func (u *upload) release() {
+	if u.claim != nil {
+		u.claim.End()
+		u.claim = nil
+	}
 }
 
 func (u *upload) reserve(ctx context.Context, size int64) error {
@@ -66,11 +106,10 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 	if len(u.ids) == 0 {
 		if r, ok := u.s.pool.take(size); ok {
 			u.track(r.deadline)
-			if u.identity == 0 {
-				u.identity = r.id
+			if err := u.addReservation(ctx, r.id, r.index); err != nil {
+				u.ids = append(u.ids, r.id) // aborted with the rest
+				return err
 			}
-			u.ids = append(u.ids, r.id)
-			u.ext.add(r.exts...)
 			return nil
 		}
 	}
@@ -97,11 +136,12 @@ func (u *upload) reserveNew(ctx context.Context, size int64) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	if u.identity == 0 {
-		u.identity = id
+	if err := u.addReservation(ctx, id, res.Index); err != nil {
+		if !slices.Contains(u.ids, id) {
+			u.ids = append(u.ids, id) // aborted with the rest
+		}
+		return err
 	}
-	u.ids = append(u.ids, id)
-	u.ext.add(res.Extents...)
 	return nil
 }
 
@@ -126,8 +166,7 @@ func (u *upload) abort() {
 
 func (u *upload) writeAt(p []byte, off int64) error {
 	return u.ext.each(off, int64(len(p)), func(dev int64, from, to int) error {
-		_, err := u.s.vol.WriteAt(p[from:to], dev)
-		return err
+		return u.claim.WriteAt(u.s.vol, p[from:to], dev)
 	})
 }
 
@@ -146,6 +185,7 @@ func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
 	}
 	u := &upload{s: s}
 	defer u.untrack()
+	defer u.release()
 	info, err := s.put(ctx, u, req)
 	if err != nil && len(u.ids) > 0 {
 		u.abort()
@@ -221,6 +261,17 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 			return BlobInfo{}, fmt.Errorf("store: sync data: %w", err)
 		}
 		s.cfg.ObserveStage("sync", time.Since(start))
+		if s.cfg.Replicas != nil {
+			start := time.Now()
+			err := s.cfg.Replicas.Replicate(ctx, ReplicaWrite{
+				ReservationIDs: u.ids, Index: u.index, Identity: u.identity,
+				Size: written, Checksums: checksums,
+			}, func() io.Reader { return &blobReader{vol: s.vol, ext: &u.ext, size: written} })
+			s.cfg.ObserveStage("replicate", time.Since(start))
+			if err != nil {
+				return BlobInfo{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+		}
 	}
 	c := &raftfsm.Command{
 		Kind: raftfsm.KindCommit, ReservationIDs: u.ids, Size: written, Key: req.Key,

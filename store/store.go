@@ -77,6 +77,9 @@ type Config struct {
 	// then a commit). 0: DefaultInlineMax; negative: never inline. Larger
 	// values are capped at raftfsm.MaxInlineSize.
 	InlineMax int64
+	// Replicas, in a group, copies each streamed upload's bytes to the
+	// other replicas before its Commit (nil: a one-node group).
+	Replicas Replicator
 }
 
 // DefaultInlineMax keeps inline entries small: the Raft log holds up to

@@ -332,16 +332,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	}
 
 	var proposer store.Proposer = node
-	var peerAPI http.Handler
+	var replicas store.Replicator
+	var coord *cluster.Coordinator
 	if len(peers) > 0 {
 		scheme := "http"
 		if sec.httpTLS != nil {
 			scheme = "https"
 		}
-		coord := cluster.New(cluster.Config{Node: node, Secret: sec.clusterSecret, Scheme: scheme, Client: sec.peerClient(cfg), Logger: log})
-		proposer, peerAPI = coord, coord.PeerHandler()
+		coord = cluster.New(cluster.Config{Node: node, Secret: sec.clusterSecret, Scheme: scheme, Client: sec.peerClient(cfg), Logger: log})
+		proposer, replicas = coord, coord
 	}
-	s := store.New(proposer, fsm, st.vol, store.Config{ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
+	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
 	m.watchStore(s)
 	handler := api.NewHandler(s, api.Config{
@@ -369,7 +370,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 			return nil
 		},
 		Status:         func() any { return status(node, st, s, apiAddr) },
-		Peer:           peerAPI,
+		Peer:           peerHandler(coord, s),
 		Auth:           sec.auth(),
 		ProtectMetrics: cfg.protectMetrics,
 	})
@@ -488,6 +489,14 @@ func initGroup(ctx context.Context, node *raftfsm.Node, layout string) error {
 		}
 	}
 	return nil
+}
+
+// peerHandler is the peer API of a node in a group (nil without peers).
+func peerHandler(coord *cluster.Coordinator, s *store.Store) http.Handler {
+	if coord == nil {
+		return nil
+	}
+	return coord.PeerHandler(s)
 }
 
 func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any {
