@@ -20,15 +20,20 @@ const maxCommandBytes = raftfsm.MaxInlineSize + 1<<20
 //	GET  /peer/readindex   the leader's confirmed read index: 200 {"index": N}
 //	PUT  /peer/data        an upload's bytes for this node's copy (see serveData): 200 once durable, 410 Gone
 //	                       if the reservations are no longer live here
+//	GET  /peer/chunk       a blob's chunk, verified, for a replica that repairs (see serveChunk)
 //
 // Failures answer a JSON wireError: 401 Unauthorized, 421 NotLeader
 // (nothing was proposed), 503 ReadOnly or Unavailable, 400 BadCommand,
 // 500 Unknown (the outcome is not known).
-func (c *Coordinator) PeerHandler(rcv Receiver) http.Handler {
+func (c *Coordinator) PeerHandler(st interface {
+	Receiver
+	ChunkReader
+}) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /peer/propose", c.servePropose)
 	mux.HandleFunc("GET /peer/readindex", c.serveReadIndex)
-	mux.HandleFunc("PUT /peer/data", c.serveData(rcv))
+	mux.HandleFunc("PUT /peer/data", c.serveData(st))
+	mux.HandleFunc("GET /peer/chunk", serveChunk(st))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.sign.verify(r); err != nil {
 			c.log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)

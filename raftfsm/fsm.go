@@ -881,6 +881,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := f.cat.RestoreIf(rc, f.acceptSnapshot); err != nil {
 		return fmt.Errorf("raftfsm: restore: %w", err)
 	}
+	f.revokeAllWriters()
 	var idx uint64
 	if err := f.cat.View(func(tx *catalog.Tx) error {
 		var err error

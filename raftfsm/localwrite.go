@@ -71,19 +71,7 @@ func (w *LocalWrite) Extend(ids ...uint64) ([]catalog.Extent, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &f.guard
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.writers == nil {
-		g.writers = map[int64]map[*LocalWrite]struct{}{}
-	}
-	for _, e := range exts {
-		if g.writers[e.Offset] == nil {
-			g.writers[e.Offset] = map[*LocalWrite]struct{}{}
-		}
-		g.writers[e.Offset][w] = struct{}{}
-		w.offs = append(w.offs, e.Offset)
-	}
+	w.register(exts)
 	return exts, nil
 }
 
@@ -126,6 +114,25 @@ func (f *FSM) revokeWriters(exts []catalog.Extent) {
 		}
 	}
 	g.mu.Unlock()
+	revoke(ws)
+}
+
+// revokeAllWriters revokes every local write: a restored snapshot
+// replaces every decision they were made under.
+func (f *FSM) revokeAllWriters() {
+	g := &f.guard
+	g.mu.Lock()
+	var ws []*LocalWrite
+	for _, set := range g.writers {
+		for w := range set {
+			ws = append(ws, w)
+		}
+	}
+	g.mu.Unlock()
+	revoke(ws)
+}
+
+func revoke(ws []*LocalWrite) {
 	for _, w := range ws {
 		w.mu.Lock()
 		if w.err == nil {
@@ -133,4 +140,55 @@ func (f *FSM) revokeWriters(exts []catalog.Extent) {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// BeginBlobWrite claims the pages of a committed blob, for rewriting its
+// bytes (repair), if key's current version in the applied state is
+// version; otherwise it fails with ErrNotFound. The caller has applied the
+// version's entry. A delete or replacement revokes the claim as a free of
+// reserved pages does.
+func (f *FSM) BeginBlobWrite(key string, version uint64) (*LocalWrite, error) {
+	w := &LocalWrite{f: f}
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	var exts []catalog.Extent
+	err := f.cat.View(func(tx *catalog.Tx) error {
+		b, ok, err := tx.GetBlob(key)
+		if err != nil {
+			return err
+		}
+		if !ok || b.Version != version {
+			return fmt.Errorf("%w: %q version %d is not current here", ErrNotFound, key, version)
+		}
+		exts = b.Extents
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.register(exts)
+	return w, nil
+}
+
+// register adds exts to the guard under w. REQUIRES: f.applyMu held.
+func (w *LocalWrite) register(exts []catalog.Extent) {
+	g := &w.f.guard
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.writers == nil {
+		g.writers = map[int64]map[*LocalWrite]struct{}{}
+	}
+	for _, e := range exts {
+		if g.writers[e.Offset] == nil {
+			g.writers[e.Offset] = map[*LocalWrite]struct{}{}
+		}
+		g.writers[e.Offset][w] = struct{}{}
+		w.offs = append(w.offs, e.Offset)
+	}
+}
+
+// MarkLocal records in the node-local part of the catalog that this node
+// holds verified data for key's version (see catalog.Tx.MarkLocal).
+func (f *FSM) MarkLocal(key string, version uint64) error {
+	return f.cat.Update(func(tx *catalog.Tx) error { return tx.MarkLocal(key, version) })
 }

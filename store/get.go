@@ -66,7 +66,11 @@ func (o *object) Close() error   { return nil }
 func (o *object) WriteRange(ctx context.Context, w io.Writer, off, n int64) error {
 	bufp := o.s.bufs.Get().(*[]byte)
 	defer o.s.bufs.Put(bufp)
-	err := copyVerified(ctx, o.s.vol, o.b, &o.ext, *bufp, w, off, n)
+	var fix func(*ChunkError) ([]byte, error)
+	if o.s.cfg.Chunks != nil {
+		fix = func(ce *ChunkError) ([]byte, error) { return o.s.readRepair(ctx, o.b, &o.ext, ce) }
+	}
+	err := copyVerified(ctx, o.s.vol, o.b, &o.ext, *bufp, w, off, n, fix)
 	var ce *ChunkError
 	if !errors.As(err, &ce) {
 		return err
@@ -111,7 +115,11 @@ func (o *object) stillCurrent() bool {
 // reading whole chunks into buf and checking each against its checksum
 // before any of its bytes are written. It stops at the first chunk that
 // fails, with a *ChunkError, having written exactly the bytes before it.
-func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *extents, buf []byte, w io.Writer, off, n int64) error {
+//
+// fix, if not nil, is given every chunk that fails: it returns the chunk's
+// verified bytes from elsewhere (read repair), or an error, and then the
+// chunk's *ChunkError is returned as without it.
+func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *extents, buf []byte, w io.Writer, off, n int64, fix func(*ChunkError) ([]byte, error)) error {
 	if off < 0 || n < 0 || off+n > b.Size {
 		return fmt.Errorf("store: range %d+%d outside a blob of %d bytes", off, n, b.Size)
 	}
@@ -128,6 +136,12 @@ func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *
 		}
 		start := c * cs
 		chunk, err := loadChunk(vol, b, ext, buf, c)
+		var ce *ChunkError
+		if errors.As(err, &ce) && fix != nil {
+			if fixed, ferr := fix(ce); ferr == nil {
+				chunk, err = fixed, nil
+			}
+		}
 		if err != nil {
 			return err
 		}

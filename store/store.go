@@ -80,6 +80,9 @@ type Config struct {
 	// Replicas, in a group, copies each streamed upload's bytes to the
 	// other replicas before its Commit (nil: a one-node group).
 	Replicas Replicator
+	// Chunks, in a group, fetches chunks from replicas for read repair and
+	// the repairer (nil: a one-node group, nothing to repair from).
+	Chunks ChunkSource
 }
 
 // DefaultInlineMax keeps inline entries small: the Raft log holds up to
@@ -104,6 +107,10 @@ type Store struct {
 	// Chunk failures met by reads (see ChunkStats), counted where they
 	// are logged (chunkFailed).
 	corrupt, readErrors atomic.Uint64
+	// Repair's counters: chunks written back from a replica, their
+	// bytes, and the blobs this node has not verified (last pass).
+	repaired, repairedBytes atomic.Uint64
+	backlog                 atomic.Int64
 
 	// live holds, for each upload in progress, the earliest deadline of
 	// the reservations it writes into; the reaper never expires one of
@@ -153,6 +160,10 @@ func New(p Proposer, fsm *raftfsm.FSM, vol *volume.Volume, cfg Config) *Store {
 	s.bufs.New = func() any { b := make([]byte, ChunkSize); return &b }
 	s.wg.Add(1)
 	go s.reap()
+	if cfg.Chunks != nil {
+		s.wg.Add(1)
+		go s.repairer()
+	}
 	return s
 }
 
@@ -174,7 +185,10 @@ func (s *Store) Close() error {
 
 // ChunkStats returns the chunk failures met by reads so far.
 func (s *Store) ChunkStats() ChunkStats {
-	return ChunkStats{Corrupt: s.corrupt.Load(), ReadErrors: s.readErrors.Load()}
+	return ChunkStats{
+		Corrupt: s.corrupt.Load(), ReadErrors: s.readErrors.Load(),
+		Repaired: s.repaired.Load(), RepairedBytes: s.repairedBytes.Load(), RepairBacklog: s.backlog.Load(),
+	}
 }
 
 // PooledBytes is the space held by reservations made ahead for small

@@ -91,6 +91,11 @@ func (e *ChunkError) Unwrap() error { return e.Err }
 type ChunkStats struct {
 	Corrupt    uint64 // chunks that failed verification (ErrCorruptData)
 	ReadErrors uint64 // chunks the device failed to read (ErrReadFailed)
+	// Repaired chunks (and their bytes) were written back from a replica.
+	Repaired, RepairedBytes uint64
+	// RepairBacklog is the number of committed blobs this node has not
+	// verified yet, as of the repairer's last pass.
+	RepairBacklog int64
 }
 
 // BlobInfo describes one committed version of a blob.

@@ -113,6 +113,18 @@ func (m *nodeMetrics) watchStore(s *store.Store) {
 			Name: "blobnode_chunk_read_errors_total",
 			Help: "Blob chunks the volume's device failed to read (I/O errors such as EIO; each time one is met; each is logged at Error with key, chunk and device offset).",
 		}, func() float64 { return float64(s.ChunkStats().ReadErrors) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_chunks_repaired_total",
+			Help: "Blob chunks this node fetched from a replica, verified and wrote back (read repair and the repairer).",
+		}, func() float64 { return float64(s.ChunkStats().Repaired) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_repair_bytes_total",
+			Help: "Bytes of the chunks counted by blobnode_chunks_repaired_total.",
+		}, func() float64 { return float64(s.ChunkStats().RepairedBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "blobnode_repair_backlog_blobs",
+			Help: "Committed blobs this node has not verified it holds (under-replicated here), as of the repairer's last pass; 0 on a one-node group.",
+		}, func() float64 { return float64(s.ChunkStats().RepairBacklog) }),
 	)
 }
 

@@ -333,6 +333,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 
 	var proposer store.Proposer = node
 	var replicas store.Replicator
+	var chunks store.ChunkSource
 	var coord *cluster.Coordinator
 	if len(peers) > 0 {
 		scheme := "http"
@@ -340,9 +341,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 			scheme = "https"
 		}
 		coord = cluster.New(cluster.Config{Node: node, Secret: sec.clusterSecret, Scheme: scheme, Client: sec.peerClient(cfg), Logger: log})
-		proposer, replicas = coord, coord
+		proposer, replicas, chunks = coord, coord, coord
 	}
-	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
+	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, Chunks: chunks, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
 	m.watchStore(s)
 	handler := api.NewHandler(s, api.Config{
@@ -522,7 +523,8 @@ func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any
 			v, _ := strconv.ParseUint(r.Stats()["last_snapshot_index"], 10, 64)
 			return v
 		}(),
-		"nodes": members(context.Background(), node, apiAddr),
+		"nodes":          members(context.Background(), node, apiAddr),
+		"repair_backlog": s.ChunkStats().RepairBacklog,
 		"volume": map[string]any{
 			"total_bytes": a.TotalBytes, "free_bytes": a.FreeBytes, "used_bytes": a.UsedBytes,
 			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,

@@ -1,0 +1,214 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/blobnode/blobnode/catalog"
+	"github.com/blobnode/blobnode/raftfsm"
+)
+
+// Repair: every node of a group holds verified data for every committed
+// blob. A read that finds a chunk missing or corrupt here fetches it from
+// a replica that holds it (read repair); a background repairer walks the
+// blobs this node has not verified yet (after downtime, a partition, a
+// snapshot install, a wiped directory) and does the same for each. A
+// chunk fetched from a peer is verified against the blob's checksum
+// before it is written back or served, and it is written back only
+// through a claim on the blob's pages (raftfsm.BeginBlobWrite): the
+// version must be current in this node's applied state, and a delete
+// that frees the pages meanwhile revokes the write.
+
+// ChunkSource fetches a verified chunk of a blob from another replica
+// (cluster.Coordinator implements it).
+type ChunkSource interface {
+	FetchChunk(ctx context.Context, b catalog.Blob, chunk int64) ([]byte, error)
+}
+
+// readRepair is given a chunk that failed here: it records the failure,
+// fetches the chunk from a replica, verifies it, writes it back and
+// returns it.
+func (s *Store) readRepair(ctx context.Context, b catalog.Blob, ext *extents, ce *ChunkError) ([]byte, error) {
+	s.chunkFailed(ce)
+	data, err := s.fetchVerified(ctx, b, ce.Chunk)
+	if err != nil {
+		s.log.Warn("read repair failed", "key", b.Key, "version", b.Version, "chunk", ce.Chunk, "err", err)
+		return nil, err
+	}
+	if err := s.writeBack(b, ext, map[int64][]byte{ce.Chunk: data}); err != nil {
+		s.log.Warn("read repair: write back failed", "key", b.Key, "chunk", ce.Chunk, "err", err)
+	}
+	return data, nil
+}
+
+func (s *Store) fetchVerified(ctx context.Context, b catalog.Blob, c int64) ([]byte, error) {
+	data, err := s.cfg.Chunks.FetchChunk(ctx, b, c)
+	if err != nil {
+		return nil, err
+	}
+	want := min(b.ChunkSize, b.Size-c*b.ChunkSize)
+	if int64(len(data)) != want || chunkChecksum(b.ReservationID, c, data) != b.Checksums[c] {
+		return nil, fmt.Errorf("%w: the replica's copy of chunk %d does not verify", ErrCorruptData, c)
+	}
+	return data, nil
+}
+
+// writeBack writes verified chunks of blob b into this node's copy.
+func (s *Store) writeBack(b catalog.Blob, ext *extents, chunks map[int64][]byte) error {
+	claim, err := s.fsm.BeginBlobWrite(b.Key, b.Version)
+	if err != nil {
+		return err
+	}
+	defer claim.End()
+	for c, data := range chunks {
+		err := ext.each(c*b.ChunkSize, int64(len(data)), func(dev int64, from, to int) error {
+			return claim.WriteAt(s.vol, data[from:to], dev)
+		})
+		if err != nil {
+			return err
+		}
+		s.repaired.Add(1)
+		s.repairedBytes.Add(uint64(len(data)))
+	}
+	return nil
+}
+
+// ReadChunk returns chunk c of key's version, verified, for a peer that
+// repairs its copy. It waits (within ctx) until this node has applied the
+// version. ErrNotFound: the version is not current here; a *ChunkError:
+// this node's copy fails too.
+func (s *Store) ReadChunk(ctx context.Context, key string, version uint64, c int64) ([]byte, error) {
+	if err := s.fsm.WaitApplied(ctx, version); err != nil {
+		return nil, mapErr(err)
+	}
+	var b catalog.Blob
+	var ok bool
+	if err := s.fsm.View(func(tx *catalog.Tx) error {
+		var err error
+		b, ok, err = tx.GetBlob(key)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if !ok || b.Version != version || c < 0 || c >= int64(len(b.Checksums)) {
+		return nil, ErrNotFound
+	}
+	var ext extents
+	ext.add(b.Extents...)
+	buf := make([]byte, b.ChunkSize)
+	return loadChunk(s.vol, b, &ext, buf, c)
+}
+
+// repairBatch bounds the blobs one pass of the repairer looks at, and
+// repairInterval is the pause between passes.
+const (
+	repairBatch    = 256
+	repairInterval = time.Second
+)
+
+// repairer verifies, one batch per pass, the blobs this node has not
+// marked as held verified, repairs the chunks that fail from replicas,
+// and marks them. It runs until Close.
+func (s *Store) repairer() {
+	defer s.wg.Done()
+	t := time.NewTicker(repairInterval)
+	defer t.Stop()
+	after := ""
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		next, err := s.repairPass(after)
+		if err != nil && !errors.Is(err, raftfsm.ErrStopped) {
+			s.log.Warn("repair pass", "err", err)
+		}
+		after = next
+	}
+}
+
+// repairPass looks at up to repairBatch unverified blobs after key after
+// and returns where the next pass starts ("" from the beginning).
+func (s *Store) repairPass(after string) (string, error) {
+	var todo []catalog.Blob
+	backlog := 0
+	last := ""
+	err := s.fsm.View(func(tx *catalog.Tx) error {
+		return tx.ForEachBlob(func(b catalog.Blob) error {
+			v, ok, err := tx.LocalVersion(b.Key)
+			if err != nil {
+				return err
+			}
+			if ok && v == b.Version {
+				return nil
+			}
+			backlog++
+			if b.Key > after && len(todo) < repairBatch {
+				todo = append(todo, b)
+				last = b.Key
+			}
+			return nil
+		})
+	})
+	s.backlog.Store(int64(backlog))
+	if err != nil {
+		return "", err
+	}
+	if len(todo) == 0 {
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, b := range todo {
+		select {
+		case <-s.stop:
+			return "", nil
+		default:
+		}
+		if err := s.repairBlob(ctx, b); err != nil {
+			s.log.Debug("repair blob", "key", b.Key, "version", b.Version, "err", err)
+		}
+	}
+	if len(todo) < repairBatch {
+		last = ""
+	}
+	return last, nil
+}
+
+// repairBlob verifies every chunk of b here, fetches and writes back the
+// ones that fail, and marks b held verified once all do.
+func (s *Store) repairBlob(ctx context.Context, b catalog.Blob) error {
+	if b.Version > s.fsm.Applied() {
+		return nil // its inline bytes may not be written yet
+	}
+	bad, err := Verify(s.vol, b)
+	if err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		if s.cfg.Chunks == nil {
+			return fmt.Errorf("%d chunks fail and there is no replica to repair from", len(bad))
+		}
+		fixed := map[int64][]byte{}
+		for _, ce := range bad {
+			s.chunkFailed(ce)
+			data, err := s.fetchVerified(ctx, b, ce.Chunk)
+			if err != nil {
+				return err
+			}
+			fixed[ce.Chunk] = data
+		}
+		var ext extents
+		ext.add(b.Extents...)
+		if err := s.writeBack(b, &ext, fixed); err != nil {
+			return err
+		}
+		if err := s.vol.SyncData(ctx); err != nil {
+			return err
+		}
+	}
+	return s.fsm.MarkLocal(b.Key, b.Version)
+}
