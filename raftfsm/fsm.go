@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -495,8 +497,45 @@ func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
 			return Result{}, err
 		}
 		return Result{Old: &cur}, tx.DeleteBlob(c.Key)
+	case KindRegister:
+		if c.NodeID == "" || !validAddr(c.APIAddr) || !validAddr(c.RaftAddr) {
+			return Result{Err: ErrInvalid}, nil
+		}
+		return Result{}, tx.PutMember(catalog.Member{ID: c.NodeID, APIAddr: c.APIAddr, RaftAddr: c.RaftAddr})
+	case KindDeregister:
+		if c.NodeID == "" {
+			return Result{Err: ErrInvalid}, nil
+		}
+		return Result{}, tx.DeleteMember(c.NodeID)
 	}
 	return Result{}, fmt.Errorf("%w: kind %d", ErrBadCommand, c.Kind)
+}
+
+// validAddr reports whether s is host:port with a non-empty host and a
+// port in 1..65535 (a pure function of s, as Apply requires).
+func validAddr(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && p != 0
+}
+
+// Members returns the member registry (KindRegister, KindDeregister) as of
+// the last entry this node applied, sorted by ID. A follower's view may lag
+// the leader's.
+func (f *FSM) Members() ([]catalog.Member, error) {
+	var ms []catalog.Member
+	err := f.cat.View(func(tx *catalog.Tx) error {
+		var err error
+		ms, err = tx.Members()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftfsm: members: %w", err)
+	}
+	return ms, nil
 }
 
 // geometryMeta is the catalog meta key of the group's volume layout, the

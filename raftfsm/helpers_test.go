@@ -248,10 +248,17 @@ func (s *stack) content() string {
 		}); err != nil {
 			return err
 		}
-		return tx.ForEachReservation(func(r catalog.Reservation) error {
+		if err := tx.ForEachReservation(func(r catalog.Reservation) error {
 			fmt.Fprintf(&b, "resv %d size=%d deadline=%d exts=%v\n", r.ID, r.Size, r.Deadline, r.Extents)
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
+		members, err := tx.Members()
+		for _, m := range members {
+			fmt.Fprintf(&b, "member %q api=%q raft=%q\n", m.ID, m.APIAddr, m.RaftAddr)
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatalf("dump catalog: %v", err)
@@ -475,9 +482,27 @@ func (w *workload) command() Command {
 	case p < 94:
 		w.now += r.Int64N(5) * clockStep
 		return Command{Kind: KindExpire, Now: w.now}
-	default:
+	case p < 97:
 		return Command{Kind: KindNoop}
+	default:
+		return w.member()
 	}
+}
+
+// member returns a Register or Deregister among a few node ids; a few
+// Registers are deliberately refused (an address that is not host:port).
+func (w *workload) member() Command {
+	r := w.r
+	id := fmt.Sprintf("node-%d", r.IntN(5))
+	if r.IntN(4) == 0 {
+		return Command{Kind: KindDeregister, NodeID: id}
+	}
+	c := Command{Kind: KindRegister, NodeID: id,
+		APIAddr: fmt.Sprintf("10.0.0.%d:8080", r.IntN(256)), RaftAddr: fmt.Sprintf("10.0.0.%d:7000", r.IntN(256))}
+	if r.IntN(10) == 0 {
+		c.APIAddr = "no-port" // ErrInvalid
+	}
+	return c
 }
 
 // commit takes one to three of the most recent pending reservations and
@@ -573,6 +598,7 @@ func summarise(logs []*raft.Log, res []any) summary {
 var kindNames = map[Kind]string{
 	KindNoop: "noop", KindInit: "init", KindReserve: "reserve", KindCommit: "commit",
 	KindAbort: "abort", KindExpire: "expire", KindDelete: "delete", KindReserveBatch: "reserve-batch",
+	KindCommitInline: "inline", KindRegister: "register", KindDeregister: "deregister",
 }
 
 // requireSome fails unless the run had at least one of each named outcome.
