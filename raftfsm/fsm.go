@@ -39,6 +39,10 @@ var (
 	// differs from this node's, so the same extent would be at another
 	// device offset here.
 	ErrGeometryMismatch = errors.New("volume layout differs from the group's")
+	// ErrRequestIDReused: the command's RequestID is recorded for a
+	// different command (other bytes). Neither is executed again; the
+	// proposer reused an id it must not have.
+	ErrRequestIDReused = errors.New("request id already used by another command")
 )
 
 // ErrStopped is returned by the FSM after a fatal error: state on disk may
@@ -58,6 +62,13 @@ const (
 )
 
 // Result is what Apply returns for one command.
+//
+// For a command whose RequestID was already recorded (a retry), it is the
+// recorded Result of the first application, identical field for field; it
+// describes that earlier entry, and the state may have moved on since (the
+// reservation a retried Reserve answers with may have been committed or
+// have expired, the version a retried Commit made may have been replaced),
+// exactly as if the first answer had arrived late.
 type Result struct {
 	Err     error
 	Extents []catalog.Extent // Reserve
@@ -143,6 +154,10 @@ type FSM struct {
 	// inject commit failures here).
 	update func(fn func(*catalog.Tx) error) error
 
+	// window is DedupWindow; tests shrink it to reach pruning quickly. It
+	// must be the same on every node that applies the same log.
+	window uint64
+
 	mu        sync.Mutex // guards applied, fatal, halt, readOnly, roChanged; cond signals their changes
 	cond      *sync.Cond
 	applied   uint64
@@ -166,7 +181,7 @@ type FSM struct {
 // rebuild forces the rebuild (space.Open said ErrNeedsRebuild).
 func Open(ctx context.Context, cat *catalog.DB, alloc Allocator, layout volume.Placement, log *slog.Logger, rebuild bool) (*FSM, error) {
 	f := &FSM{
-		cat: cat, alloc: alloc, layout: layout, log: log, update: cat.Update,
+		cat: cat, alloc: alloc, layout: layout, log: log, update: cat.Update, window: DedupWindow,
 		fatalCh: make(chan struct{}), readOnly: map[string]*ReadOnlyError{},
 		roChanged: make(chan struct{}), closing: make(chan struct{}),
 	}
@@ -388,7 +403,7 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 				applyErr = fmt.Errorf("entry %d: %w", l.Index, err)
 				return applyErr
 			}
-			res, err := f.apply(tx, l.Index, &cmd)
+			res, err := f.applyEntry(tx, l, &cmd)
 			if err != nil {
 				applyErr = fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)
 				return applyErr

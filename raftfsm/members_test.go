@@ -5,30 +5,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/blobnode/blobnode/catalog"
 )
-
-// entries encodes commands as consecutive log entries from index first.
-func entries(first uint64, cmds ...Command) []*raft.Log {
-	logs := make([]*raft.Log, len(cmds))
-	for i := range cmds {
-		logs[i] = &raft.Log{Index: first + uint64(i), Term: 1, Type: raft.LogCommand, Data: cmds[i].Encode()}
-	}
-	return logs
-}
-
-// applyOne applies one command at index and returns its Result, failing
-// the test if the state machine stops.
-func applyOne(t testing.TB, f *FSM, index uint64, c Command) Result {
-	t.Helper()
-	r, _ := f.ApplyBatch(entries(index, c))[0].(Result)
-	if err := f.Err(); err != nil {
-		t.Fatalf("entry %d (kind %d) stopped the state machine: %v", index, c.Kind, err)
-	}
-	return r
-}
 
 // TestMembers: Register records or overwrites a member, Deregister removes
 // one (an unknown id is not an error), invalid ones are refused without a
