@@ -13,8 +13,13 @@ import (
 	bbolt "go.etcd.io/bbolt"
 )
 
-// layoutVersion is the bucket layout this build reads and writes.
-const layoutVersion = 1
+// layoutVersion is the bucket layout this build reads and writes. Layout 2
+// added the requests, requests-by-index and members buckets to layout 1;
+// Open and Restore upgrade a layout-1 file (see migrateLayout).
+const layoutVersion = 2
+
+// layoutV1 is the layout of releases before request deduplication.
+const layoutV1 = 1
 
 // Bucket names and meta keys (frozen: see the package documentation).
 const (
@@ -24,6 +29,10 @@ const (
 	bucketDeadline = "reservations-by-deadline"
 	bucketSettings = "settings"
 	bucketLocal    = "local"
+	// Layout 2.
+	bucketRequests     = "requests"
+	bucketRequestIndex = "requests-by-index"
+	bucketMembers      = "members"
 
 	metaLayout    = "layout"
 	metaApplied   = "applied-index"
@@ -32,7 +41,13 @@ const (
 
 // replicatedBuckets are the buckets a snapshot carries.
 func replicatedBuckets() []string {
-	return []string{bucketMeta, bucketBlobs, bucketResv, bucketDeadline, bucketSettings}
+	return []string{bucketMeta, bucketBlobs, bucketResv, bucketDeadline, bucketSettings,
+		bucketRequests, bucketRequestIndex, bucketMembers}
+}
+
+// layout2Buckets are the buckets layout 2 added to layout 1.
+func layout2Buckets() []string {
+	return []string{bucketRequests, bucketRequestIndex, bucketMembers}
 }
 
 // allBuckets are the buckets every catalog file holds.
@@ -188,6 +203,9 @@ func initLayout(bdb *bbolt.DB) error {
 		return err
 	}
 	if !empty {
+		if err := migrateLayout(bdb); err != nil {
+			return err
+		}
 		if err := bdb.View(checkLayout); err != nil {
 			return err
 		}
@@ -224,6 +242,53 @@ func checkLayout(tx *bbolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// migrateLayout upgrades a layout-1 file to layout 2 in one transaction:
+// it creates the (empty) buckets layout 2 added and sets the version. A
+// layout-1 node never recorded requests or members, so empty buckets are
+// exactly its state in layout 2, and every node that upgrades the same
+// catalog holds the same records. A file of any other version, or not a
+// catalog, is left untouched for checkLayout to judge. The commit is
+// synced whatever the options, so a file that says layout 2 on disk has
+// the buckets too.
+func migrateLayout(bdb *bbolt.DB) error {
+	var v1 bool
+	if err := bdb.View(func(tx *bbolt.Tx) error {
+		v1 = layoutOf(tx) == layoutV1
+		return nil
+	}); err != nil || !v1 {
+		return err
+	}
+	err := bdb.Update(func(tx *bbolt.Tx) error {
+		for _, name := range layout2Buckets() {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaLayout), binary.BigEndian.AppendUint64(nil, layoutVersion))
+	})
+	if err != nil {
+		return fmt.Errorf("migrate layout %d to %d: %w", layoutV1, layoutVersion, err)
+	}
+	if err := bdb.Sync(); err != nil {
+		return fmt.Errorf("migrate layout %d to %d: sync: %w", layoutV1, layoutVersion, err)
+	}
+	return nil
+}
+
+// layoutOf returns the layout version recorded in tx, or 0 if there is no
+// well-formed one.
+func layoutOf(tx *bbolt.Tx) uint64 {
+	meta := tx.Bucket([]byte(bucketMeta))
+	if meta == nil {
+		return 0
+	}
+	v := meta.Get([]byte(metaLayout))
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
 }
 
 func ensureBucket(bdb *bbolt.DB, name string) error {

@@ -1,6 +1,7 @@
 // Package catalog is the node's bbolt-backed catalog: committed blobs and
-// their extents, open reservations, small replicated settings, the last
-// applied Raft index, and node-local bookkeeping.
+// their extents, open reservations, small replicated settings, the outcomes
+// of recent requests, the member registry, the last applied Raft index, and
+// node-local bookkeeping.
 //
 // # Who writes what
 //
@@ -20,13 +21,14 @@
 // the state machine calls DB.Sync before a Raft snapshot is taken, so the
 // catalog is durable up to any snapshot's index.
 //
-// # Buckets (layout version 1)
+// # Buckets (layout version 2)
 //
 // All integers in keys are big-endian so that byte order is numeric order.
 //
 //	meta                      replicated; catalog bookkeeping
-//	  "layout"                uint64: bucket layout version (1). Open refuses
-//	                          any other value with ErrUnknownLayout.
+//	  "layout"                uint64: bucket layout version (2). Open
+//	                          upgrades layout 1 (below) and refuses any other
+//	                          value with ErrUnknownLayout.
 //	  "applied-index"         uint64: last applied Raft index (absent = 0)
 //	  "blob-count"            uint64: number of keys in blobs (absent = 0)
 //	blobs                     replicated
@@ -40,12 +42,32 @@
 //	                          sort first)
 //	settings                  replicated; PutMeta/GetMeta
 //	  name (1..1024 bytes)    opaque value, at most 64 KiB
+//	requests                  replicated (layout 2); PutRequest/GetRequest
+//	  id (uint64, never 0)    request record: the outcome of the command
+//	                          that carried request id (raftfsm's
+//	                          deduplication table)
+//	requests-by-index         replicated (layout 2); index maintained by
+//	                          PutRequest and PruneRequests
+//	  index (uint64) | id (uint64)  -> empty value, where index is the
+//	                          request record's Index. Invariant: exactly one
+//	                          entry per request, none above the applied index.
+//	members                   replicated (layout 2); PutMember/DeleteMember
+//	  id (1..256 bytes)       member record (a node's Raft server ID)
 //	local                     node-local; never trusted from a snapshot
 //	  key                     uint64: the blob version this node holds
 //	                          verified data for. Invariant: a blob with this
 //	                          key and version exists (MarkLocal checks it;
 //	                          PutBlob with a new version and DeleteBlob
 //	                          remove the mark).
+//
+// Layout 1 (releases before request deduplication) lacks the requests,
+// requests-by-index and members buckets; everything else is identical. Open
+// upgrades a layout-1 file in place and Restore upgrades a layout-1
+// snapshot before checking it, both in one synced transaction that creates
+// the three buckets empty (a layout-1 node recorded no requests or members)
+// and sets the version to 2. A build of layout 1 refuses a layout-2 file or
+// snapshot with ErrUnknownLayout: upgrade every node of a group before any
+// of them sends a snapshot.
 //
 // # Record encodings (format version 1)
 //
@@ -76,9 +98,30 @@
 //	varint   Deadline (unix ns)
 //	uvarint  extent count n, then n times: uvarint Offset, uvarint Length
 //
-// Both record types require every extent to have Offset >= 0 and
-// Length > 0, without overflow, and the lengths to sum to at least Size.
-// Encoders refuse a record breaking an invariant (ErrInvalidRecord);
+// Request (the ID is the bbolt key):
+//
+//	byte     0x01
+//	uvarint  Index (never 0)
+//	uint32   Fingerprint, big-endian
+//	uvarint  Code
+//	uvarint  Version
+//	uvarint  extent count n, then n times: uvarint Offset, uvarint Length
+//	uvarint  batch count m (<= MaxRequestBatch), then m extent lists, each
+//	         as above
+//	byte     0x00 (no Old blob) and the end of the record, or 0x01 and:
+//	uvarint  len(Old.Key) (1..1024), then its bytes
+//	         the Old blob's record (as above, format byte included) to the
+//	         end of the record
+//
+// Member (the ID is the bbolt key):
+//
+//	byte     0x01
+//	uvarint  len(APIAddr) (<= 512), then its bytes
+//	uvarint  len(RaftAddr) (<= 512), then its bytes
+//
+// Blob, reservation and request records require every extent to have
+// Offset >= 0 and Length > 0, without overflow, and (blob and reservation)
+// the lengths to sum to at least Size. Encoders refuse a record breaking an invariant (ErrInvalidRecord);
 // decoders report it, and any other malformed input, as ErrCorrupt, never
 // panic, and allocate at most in proportion to the input.
 //

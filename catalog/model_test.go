@@ -22,11 +22,14 @@ type model struct {
 	blobs   map[string]Blob
 	resv    map[uint64]Reservation
 	local   map[string]uint64
+	reqs    map[uint64]Request
+	members map[string]Member
 	applied uint64
 }
 
 func (m *model) clone() *model {
-	return &model{maps.Clone(m.blobs), maps.Clone(m.resv), maps.Clone(m.local), m.applied}
+	return &model{maps.Clone(m.blobs), maps.Clone(m.resv), maps.Clone(m.local),
+		maps.Clone(m.reqs), maps.Clone(m.members), m.applied}
 }
 
 func (m *model) list(prefix, after string, limit int) ([]string, bool) {
@@ -102,8 +105,85 @@ func (r *modelRun) reservation() Reservation {
 	return testReservation(r.rng.Uint64N(40)+1, r.rng.Int64N(1<<20), r.rng.Int64N(200)-50)
 }
 
+// request returns a random valid request recorded at or below the index
+// the current batch will set (Check requires it).
+func (r *modelRun) request(m *model) Request {
+	samples := sampleRequests()
+	q := samples[r.rng.IntN(len(samples))]
+	q.ID = r.rng.Uint64N(40) + 1
+	q.Index = max(1, m.applied+1-r.rng.Uint64N(min(m.applied+1, 8)))
+	return q
+}
+
+// registryStep runs one random operation on the requests or the members.
+func (r *modelRun) registryStep(tx *Tx, m *model) error {
+	switch op := r.rng.IntN(100); {
+	case op < 30:
+		q := r.request(m)
+		if err := tx.PutRequest(q); err != nil {
+			return err
+		}
+		m.reqs[q.ID] = q
+	case op < 45:
+		id := r.rng.Uint64N(45) + 1
+		got, ok, err := tx.GetRequest(id)
+		want, wantOK := m.reqs[id]
+		if err != nil || ok != wantOK || !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("GetRequest(%d) = %+v, %v, %v; model %+v, %v", id, got, ok, err, want, wantOK)
+		}
+	case op < 55:
+		through := r.rng.Uint64N(m.applied + 2)
+		n, err := tx.PruneRequests(through)
+		if err != nil {
+			return err
+		}
+		want := 0
+		for id, q := range m.reqs {
+			if q.Index <= through {
+				delete(m.reqs, id)
+				want++
+			}
+		}
+		if n != want {
+			return fmt.Errorf("PruneRequests(%d) deleted %d; model %d", through, n, want)
+		}
+	case op < 75:
+		mb := Member{ID: fmt.Sprintf("node-%d", r.rng.IntN(6)), APIAddr: fmt.Sprintf("h%d:80", r.rng.IntN(99)), RaftAddr: fmt.Sprintf("h%d:70", r.rng.IntN(99))}
+		if err := tx.PutMember(mb); err != nil {
+			return err
+		}
+		m.members[mb.ID] = mb
+	case op < 85:
+		id := fmt.Sprintf("node-%d", r.rng.IntN(6))
+		if err := tx.DeleteMember(id); err != nil {
+			return err
+		}
+		delete(m.members, id)
+	default:
+		got, err := tx.Members()
+		if err != nil {
+			return err
+		}
+		if want := m.memberList(); !slices.Equal(got, want) {
+			return fmt.Errorf("Members = %+v; model %+v", got, want)
+		}
+	}
+	return nil
+}
+
+func (m *model) memberList() []Member {
+	var out []Member
+	for _, id := range slices.Sorted(maps.Keys(m.members)) {
+		out = append(out, m.members[id])
+	}
+	return out
+}
+
 // step runs one random operation in tx against the model copy m.
 func (r *modelRun) step(tx *Tx, m *model) error {
+	if r.rng.IntN(100) < 20 {
+		return r.registryStep(tx, m)
+	}
 	switch op := r.rng.IntN(100); {
 	case op < 30:
 		b := r.blob(r.key())
@@ -267,6 +347,22 @@ func (r *modelRun) compareAll() {
 		if n != len(r.m.resv) {
 			return fmt.Errorf("%d reservations; model %d", n, len(r.m.resv))
 		}
+		var reqs []uint64
+		if err := tx.ForEachRequest(func(q Request) error {
+			reqs = append(reqs, q.ID)
+			if !reflect.DeepEqual(q, r.m.reqs[q.ID]) {
+				return fmt.Errorf("request %d differs from model:\n%+v\n%+v", q.ID, q, r.m.reqs[q.ID])
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if want := slices.Sorted(maps.Keys(r.m.reqs)); !slices.Equal(reqs, want) {
+			return fmt.Errorf("request ids %v; model %v", reqs, want)
+		}
+		if got, err := tx.Members(); err != nil || !slices.Equal(got, r.m.memberList()) {
+			return fmt.Errorf("Members = %+v, %v; model %+v", got, err, r.m.memberList())
+		}
 		if i, err := tx.AppliedIndex(); err != nil || i != r.m.applied {
 			return fmt.Errorf("applied %d, %v; model %d", i, err, r.m.applied)
 		}
@@ -363,7 +459,8 @@ func TestModel(t *testing.T) {
 				t:   t,
 				rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 				db:  db,
-				m:   &model{blobs: map[string]Blob{}, resv: map[uint64]Reservation{}, local: map[string]uint64{}},
+				m: &model{blobs: map[string]Blob{}, resv: map[uint64]Reservation{}, local: map[string]uint64{},
+					reqs: map[uint64]Request{}, members: map[string]Member{}},
 				dir: dir,
 			}
 			defer func() {
@@ -387,8 +484,8 @@ func TestModel(t *testing.T) {
 				}
 			}
 			r.compareAll()
-			t.Logf("seed %d: %d blobs, %d reservations, %d local marks, applied %d",
-				seed, len(r.m.blobs), len(r.m.resv), len(r.m.local), r.m.applied)
+			t.Logf("seed %d: %d blobs, %d reservations, %d local marks, %d requests, %d members, applied %d",
+				seed, len(r.m.blobs), len(r.m.resv), len(r.m.local), len(r.m.reqs), len(r.m.members), r.m.applied)
 		})
 	}
 }

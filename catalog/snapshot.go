@@ -141,7 +141,10 @@ func (s *Snapshot) Release() {
 // It reads exactly the bytes WriteTo wrote (a caller may frame other state
 // after them in the same stream), into a temporary file next to the catalog
 // that it syncs and validates (framing checksum, bbolt consistency, layout
-// version, every record). It then takes the writer lock, carries over this
+// version, every record). A snapshot of layout 1 (from a node of an earlier
+// release) is upgraded to layout 2 first, as Open upgrades a file: it
+// carries no recorded requests or members. A snapshot of a layout newer
+// than this build's is refused with ErrUnknownLayout. It then takes the writer lock, carries over this
 // node's local marks whose (key, version) exists in the restored blobs (the
 // sender's local bucket is dropped), renames the file over the catalog,
 // syncs the directory and reopens. A failure before the rename leaves the
@@ -199,6 +202,11 @@ func (db *DB) RestoreIf(r io.Reader, accept func(*Tx) error) (err error) {
 			err = errors.Join(err, tdb.Close())
 		}
 	}()
+	// A snapshot from a node of an earlier release has layout 1: upgrade
+	// it as Open upgrades a file, before it is checked as layout 2.
+	if err := migrateLayout(tdb); err != nil {
+		return fmt.Errorf("restore: received catalog: %w", err)
+	}
 	if err := checkBolt(tdb, false); err != nil {
 		return fmt.Errorf("restore: received catalog: %w", err)
 	}

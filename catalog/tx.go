@@ -14,13 +14,13 @@ import (
 // transaction memory (results are copies). A Tx is not safe for concurrent
 // use.
 //
-// The replicated buckets (blobs, reservations, settings, applied index) are
-// written only by the Raft state machine, so that every node holds the same
+// The replicated buckets (blobs, reservations, settings, requests, members,
+// applied index) are written only by the Raft state machine, so that every node holds the same
 // bytes for the same applied index. The node-local methods (MarkLocal,
 // ClearLocal) may be called from any Update.
 type Tx struct {
 	tx      *bbolt.Tx
-	buckets [6]struct {
+	buckets [9]struct { // one per bucket of allBuckets
 		name string
 		b    *bbolt.Bucket
 	}
@@ -582,8 +582,11 @@ func (t *Tx) clearLocal(k []byte) error {
 // every violation found (each wraps ErrCorrupt; the list is capped):
 // every record decodes; the blob counter equals the number of blobs; each
 // reservation has exactly one deadline index entry with its deadline and the
-// index has no other entries; settings are within bounds; each local mark
-// names an existing blob at the marked version. It reads every record.
+// index has no other entries; settings are within bounds; each recorded
+// request has exactly one by-index entry with its index, that index is not
+// above the applied index, and the by-index bucket has no other entries;
+// each member has a valid ID; each local mark names an existing blob at the
+// marked version. It reads every record.
 func (t *Tx) Check() []error {
 	return t.check(true)
 }
@@ -616,7 +619,8 @@ func (t *Tx) check(withLocal bool) []error {
 	idx, _ := t.bucket(bucketDeadline)
 	settings, _ := t.bucket(bucketSettings)
 
-	if _, err := uint64Value(meta.Get([]byte(metaApplied)), "applied index"); err != nil {
+	applied, err := uint64Value(meta.Get([]byte(metaApplied)), "applied index")
+	if err != nil {
 		report(err)
 	}
 	counter, err := uint64Value(meta.Get([]byte(metaBlobCount)), "blob count")
@@ -683,6 +687,9 @@ func (t *Tx) check(withLocal bool) []error {
 		return nil
 	})
 
+	t.checkRequests(applied, report)
+	t.checkMembers(report)
+
 	if withLocal {
 		t.checkLocal(blobs, report)
 	}
@@ -712,6 +719,81 @@ func (t *Tx) checkLocal(blobs *bbolt.Bucket, report func(error)) {
 		}
 		if cur, err := blobRecordVersion(bv); err == nil && cur != ver {
 			report(corruptf("local mark %q v%d, blob is v%d", k, ver, cur))
+		}
+		return nil
+	})
+}
+
+// checkRequests verifies the request records against their by-index bucket
+// and the applied index.
+func (t *Tx) checkRequests(applied uint64, report func(error)) {
+	reqs, err := t.bucket(bucketRequests)
+	if err != nil {
+		report(err)
+		return
+	}
+	idx, err := t.bucket(bucketRequestIndex)
+	if err != nil {
+		report(err)
+		return
+	}
+	var nReq, nIdx uint64
+	_ = reqs.ForEach(func(k, v []byte) error {
+		nReq++
+		if len(k) != 8 || binary.BigEndian.Uint64(k) == 0 {
+			report(corruptf("request key %x", k))
+			return nil
+		}
+		id := binary.BigEndian.Uint64(k)
+		r, err := decodeRequest(v)
+		if err != nil {
+			report(fmt.Errorf("request %d: %w", id, err))
+			return nil
+		}
+		if r.Index > applied {
+			report(corruptf("request %d recorded at index %d, above the applied index %d", id, r.Index, applied))
+		}
+		if idx.Get(requestIndexKey(r.Index, id)) == nil {
+			report(corruptf("request %d has no index entry", id))
+		}
+		return nil
+	})
+	_ = idx.ForEach(func(k, v []byte) error {
+		nIdx++
+		index, id, err := parseRequestIndexKey(k)
+		if err != nil {
+			report(err)
+			return nil
+		}
+		if len(v) != 0 {
+			report(corruptf("request index entry (%d, %d) has a %d-byte value", index, id, len(v)))
+		}
+		rv := reqs.Get(requestKey(id))
+		if rv == nil {
+			report(corruptf("request index entry (%d, %d) has no request", index, id))
+		} else if ri, err := requestRecordIndex(rv); err == nil && ri != index {
+			report(corruptf("request index entry (%d, %d), request is at index %d", index, id, ri))
+		}
+		return nil
+	})
+	if nIdx != nReq {
+		report(corruptf("request index has %d entries for %d requests", nIdx, nReq))
+	}
+}
+
+// checkMembers verifies every member record.
+func (t *Tx) checkMembers(report func(error)) {
+	members, err := t.bucket(bucketMembers)
+	if err != nil {
+		report(err)
+		return
+	}
+	_ = members.ForEach(func(k, v []byte) error {
+		if err := validateMemberID(string(k)); err != nil {
+			report(corruptf("member key: %v", err))
+		}
+		if _, err := decodeMember(v); err != nil {
+			report(fmt.Errorf("member %q: %w", k, err))
 		}
 		return nil
 	})

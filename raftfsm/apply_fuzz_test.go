@@ -13,8 +13,9 @@ import (
 // FSM with ErrBadCommand and change nothing: not the catalog, not the
 // allocator, not the applied index. An entry that decodes must never stop
 // it (a refusal goes in the Result): a command a coordinator could propose
-// must not halt every replica. Either way the catalog and the allocator
-// still agree page for page. (FuzzDecodeCommand holds the canonical
+// must not halt every replica, and if it carries a request id, the same
+// entry again returns the same Result and changes nothing. Either way the
+// catalog and the allocator still agree page for page. (FuzzDecodeCommand holds the canonical
 // round-trip property of the decoder itself.)
 func FuzzApplyCommand(f *testing.F) {
 	// Few seeds: each builds a state machine, and the seed corpus runs in
@@ -58,6 +59,19 @@ func FuzzApplyCommand(f *testing.F) {
 			}
 			if s.fsm.Applied() != prefix+1 {
 				t.Fatalf("applied %d, want %d", s.fsm.Applied(), prefix+1)
+			}
+			// The same entry again: with a request id it is answered from
+			// the record and changes nothing.
+			if c, _ := DecodeCommand(data); c.RequestID != 0 {
+				after := s.content()
+				again := s.fsm.ApplyBatch([]*raft.Log{{Index: prefix + 2, Term: 2, Type: raft.LogCommand, Data: data}})
+				if err := s.fsm.Err(); err != nil {
+					t.Fatalf("the retry of %x stopped the state machine: %v", truncateHex(data), err)
+				}
+				if g, w := fmtResult(again[0]), fmtResult(r); g != w {
+					t.Fatalf("retry of %x: %s; want the recorded %s", truncateHex(data), g, w)
+				}
+				sameState(t, "state after the retry", s.content(), after)
 			}
 		}
 		s.check()

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/blobnode/blobnode/catalog"
 )
 
 // Kind is a command's type. Values are frozen: they are in the Raft log.
@@ -40,6 +42,17 @@ const (
 	// data sync and no reservation. The fields are a Commit's without
 	// ReservationIDs; Size == len(Data) <= MaxInlineSize.
 	KindCommitInline Kind = 9
+	// KindRegister records (or overwrites) a member of the group in the
+	// replicated registry: NodeID, the host:port of its HTTP API (APIAddr)
+	// and of its Raft transport (RaftAddr). An empty NodeID or an address
+	// that is not host:port with a non-empty host and a port in 1..65535
+	// is refused (ErrInvalid). The registry says where to reach a node; it
+	// is not Raft's configuration (hashicorp/raft's AddVoter and
+	// RemoveServer change that).
+	KindRegister Kind = 10
+	// KindDeregister removes NodeID from the registry; removing an ID that
+	// is not registered succeeds (the member is absent either way).
+	KindDeregister Kind = 11
 )
 
 // MaxInlineSize bounds the Data of a KindCommitInline entry.
@@ -52,6 +65,17 @@ const MaxContentTypeLen = 1024
 // Kind; the others are zero and not encoded.
 type Command struct {
 	Kind Kind
+	// RequestID (any kind; 0 = none) names a proposal so that it applies
+	// at most once: the state machine records the Result of the first
+	// entry carrying a request id, and a later entry with the same id and
+	// the same bytes is not executed but answered with that recorded
+	// Result. A proposer whose outcome is unknown (leader lost, timeout)
+	// retries the identical command under the same id. Choose ids at
+	// random (64 bits): a different command reusing a recorded id is
+	// refused with ErrRequestIDReused. The record is kept for DedupWindow
+	// entries after the first application; a retry later than that is
+	// executed again.
+	RequestID uint64
 
 	ReservationID uint64 // Reserve, Abort
 	// ReservationIDs (Commit) are the upload's reservations in blob order;
@@ -81,6 +105,10 @@ type Command struct {
 	Geometry string // Init: the volume layout, volume.Placement.String() (a bare volume.Geometry.String() from releases before format 3)
 
 	Data []byte // CommitInline: the blob's bytes
+
+	NodeID   string // Register, Deregister: the member's Raft server ID
+	APIAddr  string // Register: host:port of the member's HTTP API
+	RaftAddr string // Register: host:port of the member's Raft transport
 }
 
 // Limits on decoded commands, so a hostile or corrupt entry cannot make the
@@ -91,7 +119,19 @@ const (
 	maxChecksums    = 1 << 20
 	maxGeometryLen  = 256
 	maxReservations = 1 << 16
+	maxNodeIDLen    = catalog.MaxMemberIDLen
+	maxAddrLen      = catalog.MaxMemberAddrLen
+)
+
+// Command formats (frozen: both are in the log). Format 1 is every command
+// without a request id, exactly as releases before request ids wrote it;
+// format 2 is format 1 with the request id, a uvarint that is never 0,
+// right after the kind byte. Encode picks the format from RequestID, and
+// DecodeCommand refuses format 2 with request id 0, so each command has one
+// encoding.
+const (
 	commandFormatV1 = 1
+	commandFormatV2 = 2
 )
 
 // ErrBadCommand is returned by DecodeCommand for bytes that are not a
@@ -117,15 +157,26 @@ func (c *Command) Validate() error {
 		return fmt.Errorf("%w: negative size", ErrBadCommand)
 	case len(c.Data) > MaxInlineSize:
 		return fmt.Errorf("%w: %d inline bytes, at most %d", ErrBadCommand, len(c.Data), MaxInlineSize)
+	case len(c.NodeID) > maxNodeIDLen:
+		return fmt.Errorf("%w: node id of %d bytes, at most %d", ErrBadCommand, len(c.NodeID), maxNodeIDLen)
+	case len(c.APIAddr) > maxAddrLen || len(c.RaftAddr) > maxAddrLen:
+		return fmt.Errorf("%w: address of %d/%d bytes, at most %d", ErrBadCommand, len(c.APIAddr), len(c.RaftAddr), maxAddrLen)
 	}
 	return nil
 }
 
 // Encode returns the command's frozen encoding: a format byte, the kind,
-// then the kind's fields as varints and length-prefixed strings.
+// the request id if there is one (format 2), then the kind's fields as
+// varints and length-prefixed strings.
 func (c *Command) Encode() []byte {
-	b := make([]byte, 0, 40+len(c.Key)+len(c.ContentType)+4*len(c.Checksums)+len(c.Data))
-	b = append(b, commandFormatV1, byte(c.Kind))
+	b := make([]byte, 0, 50+len(c.Key)+len(c.ContentType)+4*len(c.Checksums)+len(c.Data)+
+		len(c.NodeID)+len(c.APIAddr)+len(c.RaftAddr))
+	if c.RequestID == 0 {
+		b = append(b, commandFormatV1, byte(c.Kind))
+	} else {
+		b = append(b, commandFormatV2, byte(c.Kind))
+		b = binary.AppendUvarint(b, c.RequestID)
+	}
 	switch c.Kind {
 	case KindNoop:
 	case KindInit:
@@ -152,6 +203,12 @@ func (c *Command) Encode() []byte {
 	case KindDelete:
 		b = appendString(b, c.Key)
 		b = binary.AppendUvarint(b, c.IfMatch)
+	case KindRegister:
+		b = appendString(b, c.NodeID)
+		b = appendString(b, c.APIAddr)
+		b = appendString(b, c.RaftAddr)
+	case KindDeregister:
+		b = appendString(b, c.NodeID)
 	}
 	return b
 }
@@ -304,11 +361,19 @@ func DecodeCommand(data []byte) (Command, error) {
 	if len(data) < 2 {
 		return Command{}, fmt.Errorf("%w: %d bytes", ErrBadCommand, len(data))
 	}
-	if data[0] != commandFormatV1 {
-		return Command{}, fmt.Errorf("%w: format %d", ErrBadCommand, data[0])
-	}
 	c := Command{Kind: Kind(data[1])}
 	r := &reader{b: data[2:]}
+	switch data[0] {
+	case commandFormatV1:
+	case commandFormatV2:
+		c.RequestID = r.uvarint("request id")
+		if r.err == nil && c.RequestID == 0 {
+			// Format 1 is the one encoding of a command without an id.
+			r.fail("request id 0 in format 2")
+		}
+	default:
+		return Command{}, fmt.Errorf("%w: format %d", ErrBadCommand, data[0])
+	}
 	switch c.Kind {
 	case KindNoop:
 	case KindInit:
@@ -341,6 +406,12 @@ func DecodeCommand(data []byte) (Command, error) {
 	case KindDelete:
 		c.Key = r.string("key", maxKeyLen)
 		c.IfMatch = r.uvarint("if-match")
+	case KindRegister:
+		c.NodeID = r.string("node id", maxNodeIDLen)
+		c.APIAddr = r.string("api address", maxAddrLen)
+		c.RaftAddr = r.string("raft address", maxAddrLen)
+	case KindDeregister:
+		c.NodeID = r.string("node id", maxNodeIDLen)
 	default:
 		return Command{}, fmt.Errorf("%w: unknown kind %d", ErrBadCommand, data[1])
 	}

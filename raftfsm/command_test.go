@@ -3,6 +3,7 @@ package raftfsm
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"math"
 	"reflect"
@@ -52,6 +53,82 @@ func sampleCommands() []Command {
 			Checksums: []uint32{1}, IfMatch: 3, Data: bytes.Repeat([]byte{7}, MaxInlineSize),
 		},
 		{Kind: KindCommitInline, Key: "k", Checksums: []uint32{}},
+		{Kind: KindRegister, NodeID: "n1", APIAddr: "10.0.0.1:8080", RaftAddr: "10.0.0.1:7000"},
+		{Kind: KindRegister},
+		{Kind: KindRegister, NodeID: strings.Repeat("n", maxNodeIDLen), APIAddr: strings.Repeat("a", maxAddrLen), RaftAddr: strings.Repeat("r", maxAddrLen)},
+		{Kind: KindDeregister, NodeID: "n1"},
+		{Kind: KindDeregister},
+		// Format 2: the same kinds with a request id.
+		{Kind: KindNoop, RequestID: 1},
+		{Kind: KindReserve, RequestID: math.MaxUint64, ReservationID: 7, Size: 4096, Deadline: 9},
+		{Kind: KindReserveBatch, RequestID: 300, ReservationIDs: []uint64{1, 2}, Size: 4096, Deadline: 5},
+		{
+			Kind: KindCommit, RequestID: 0x123456789abcdef, ReservationIDs: []uint64{1}, Size: 1, Key: "k",
+			ChunkSize: 1, Checksums: []uint32{1}, IfNoneMatch: true,
+		},
+		{
+			Kind: KindCommitInline, RequestID: 2, Size: 1, Key: "k", ChunkSize: 4096,
+			Checksums: []uint32{5}, IfMatch: 3, Data: []byte{9},
+		},
+		{Kind: KindAbort, RequestID: 3, ReservationID: 3},
+		{Kind: KindExpire, RequestID: 4, Now: 5},
+		{Kind: KindDelete, RequestID: 5, Key: "k", IfMatch: 2},
+		{Kind: KindInit, RequestID: 6, Geometry: "g"},
+		{Kind: KindRegister, RequestID: 7, NodeID: "n2", APIAddr: "[::1]:8080", RaftAddr: "[::1]:7000"},
+		{Kind: KindDeregister, RequestID: 8, NodeID: "n2"},
+	}
+}
+
+// TestCommandEncodingFrozen: commands without a request id encode to the
+// bytes releases before request ids wrote (format 1, taken from the log of
+// such a release), and decode from them to the same command: old logs
+// replay identically. A request id only adds format 2's header.
+func TestCommandEncodingFrozen(t *testing.T) {
+	tests := []struct {
+		c   Command
+		hex string
+	}{
+		{Command{Kind: KindNoop}, "0101"},
+		{Command{Kind: KindInit, Geometry: "spage=4096 lpage=262144 volume=16777216"},
+			"01022773706167653d34303936206c706167653d32363231343420766f6c756d653d3136373737323136"},
+		{Command{Kind: KindReserve, ReservationID: 1, Size: 1}, "0103010200"},
+		{Command{Kind: KindReserve, ReservationID: math.MaxUint64, Size: math.MaxInt64 / 2, Deadline: math.MinInt64},
+			"0103ffffffffffffffffff01feffffffffffffff7fffffffffffffffffff01"},
+		{Command{
+			Kind: KindCommit, ReservationIDs: []uint64{1, 2, math.MaxUint64}, Size: 1 << 20,
+			Key: "a/b/c", Identity: 42, ContentType: "application/octet-stream",
+			Created: 1_700_000_000_000_000_000, ChunkSize: 256 << 10,
+			Checksums: []uint32{0, 1, math.MaxUint32, 0xdeadbeef}, IfMatch: 7, IfNoneMatch: true,
+		}, "0104030102ffffffffffffffffff018080800105612f622f632a186170706c69636174696f6e2f6f637465742d73747265616d8080d0e2c6bfce972f8080200701040000000001000000ffffffffefbeadde"},
+		{Command{Kind: KindAbort, ReservationID: math.MaxUint64}, "0105ffffffffffffffffff01"},
+		{Command{Kind: KindExpire, Now: -5}, "010609"},
+		{Command{Kind: KindDelete, IfMatch: 1 << 40}, "010700808080808020"},
+		{Command{Kind: KindReserveBatch, ReservationIDs: []uint64{1, 2, math.MaxUint64}, Size: 4096, Deadline: 5},
+			"0108030102ffffffffffffffffff0180400a"},
+		{Command{
+			Kind: KindCommitInline, Size: 3, Key: "small", Identity: 99, ContentType: "text/plain",
+			Created: 5, ChunkSize: 256 << 10, Checksums: []uint32{0xabcdef01}, IfNoneMatch: true, Data: []byte("abc"),
+		}, "01090605736d616c6c630a746578742f706c61696e0a80802000010101efcdab03616263"},
+		// Format 2: format byte 2, kind, uvarint request id, format 1's fields.
+		{Command{Kind: KindNoop, RequestID: 1}, "020101"},
+		{Command{Kind: KindReserve, RequestID: 300, ReservationID: 1, Size: 1}, "0203ac02010200"},
+		{Command{Kind: KindRegister, NodeID: "n", APIAddr: "h:1", RaftAddr: "h:2"}, "010a016e03683a3103683a32"},
+		{Command{Kind: KindDeregister, RequestID: 1, NodeID: "n"}, "020b01016e"},
+	}
+	for _, tc := range tests {
+		want, err := hex.DecodeString(tc.hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tc.c.Encode(); !bytes.Equal(got, want) {
+			t.Errorf("Encode(%+v) = %x; want %x", tc.c, got, want)
+		}
+		got, err := DecodeCommand(want)
+		if err != nil {
+			t.Errorf("DecodeCommand(%x): %v", want, err)
+		} else if !reflect.DeepEqual(got, normalise(tc.c)) {
+			t.Errorf("DecodeCommand(%x) = %+v; want %+v", want, got, normalise(tc.c))
+		}
 	}
 }
 
@@ -94,6 +171,7 @@ func TestEncodeIgnoresOtherKindsFields(t *testing.T) {
 		ReservationID: 5, ReservationIDs: []uint64{1}, Size: 9, Deadline: 3, Key: "x",
 		ContentType: "y", Identity: 1, Created: 2, ChunkSize: 3, Checksums: []uint32{1},
 		IfMatch: 4, IfNoneMatch: true, Now: 8, Geometry: "z",
+		NodeID: "n", APIAddr: "a:1", RaftAddr: "r:1",
 	}
 	noise.Kind = KindNoop
 	if got := noise.Encode(); !bytes.Equal(got, []byte{commandFormatV1, byte(KindNoop)}) {
@@ -102,6 +180,10 @@ func TestEncodeIgnoresOtherKindsFields(t *testing.T) {
 	noise.Kind = KindAbort
 	if got, want := noise.Encode(), (&Command{Kind: KindAbort, ReservationID: 5}).Encode(); !bytes.Equal(got, want) {
 		t.Fatalf("abort with noise encodes as %x, want %x", got, want)
+	}
+	noise.Kind = KindDeregister
+	if got, want := noise.Encode(), (&Command{Kind: KindDeregister, NodeID: "n"}).Encode(); !bytes.Equal(got, want) {
+		t.Fatalf("deregister with noise encodes as %x, want %x", got, want)
 	}
 }
 
@@ -128,9 +210,21 @@ func TestDecodeCommandMalformed(t *testing.T) {
 		{"empty", nil},
 		{"one byte", []byte{commandFormatV1}},
 		{"format 0", []byte{0, byte(KindNoop)}},
-		{"format 2", []byte{2, byte(KindNoop)}},
+		{"format 2 without request id", []byte{commandFormatV2, byte(KindNoop)}},
+		{"format 2 request id 0", []byte{commandFormatV2, byte(KindNoop), 0}},
+		{"format 2 non-minimal request id", []byte{commandFormatV2, byte(KindNoop), 0x81, 0x00}},
+		{"format 2 request id overflow", cat([]byte{commandFormatV2, byte(KindNoop)}, bytes.Repeat([]byte{0xff}, 10), []byte{0x01})},
+		{"format 2 unknown kind", []byte{commandFormatV2, 12, 1}},
+		{"format 2 trailing byte", []byte{commandFormatV2, byte(KindNoop), 1, 0}},
+		{"format 3", []byte{3, byte(KindNoop)}},
+		{"format 255", []byte{255, byte(KindNoop), 1}},
 		{"kind 0", hdr(0)},
-		{"kind 10", hdr(10)},
+		{"kind 12", hdr(12)},
+		{"register node id too long", cat(hdr(KindRegister), uv(nil, maxNodeIDLen+1), bytes.Repeat([]byte{'n'}, maxNodeIDLen+1), []byte{0, 0})},
+		{"register api address too long", cat(hdr(KindRegister), []byte{1, 'n'}, uv(nil, maxAddrLen+1), bytes.Repeat([]byte{'a'}, maxAddrLen+1), []byte{0})},
+		{"register raft address too long", cat(hdr(KindRegister), []byte{1, 'n', 0}, uv(nil, maxAddrLen+1), bytes.Repeat([]byte{'r'}, maxAddrLen+1))},
+		{"register raft address missing", cat(hdr(KindRegister), []byte{1, 'n', 0})},
+		{"deregister trailing byte", cat(hdr(KindDeregister), []byte{1, 'n', 0})},
 		{"inline data over limit", cat(hdr(KindCommitInline), commitTail(), []byte{0}, uv(nil, MaxInlineSize+1), make([]byte, MaxInlineSize+1))},
 		{"inline data past end", cat(hdr(KindCommitInline), commitTail(), []byte{0}, uv(nil, 4), []byte("abc"))},
 		{"inline data missing", cat(hdr(KindCommitInline), commitTail(), []byte{0})},
@@ -221,6 +315,9 @@ func FuzzDecodeCommand(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{commandFormatV1, byte(KindCommit), 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{commandFormatV2, byte(KindNoop), 0})
+	f.Add([]byte{commandFormatV2, byte(KindAbort), 0x81, 0x00, 1})
+	f.Add([]byte{commandFormatV2, byte(KindRegister), 1, 1, 'n', 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := DecodeCommand(data)
 		if err != nil {
@@ -228,6 +325,9 @@ func FuzzDecodeCommand(f *testing.F) {
 				t.Fatalf("error %v does not wrap ErrBadCommand", err)
 			}
 			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("decoded command fails Validate (a proposer could not send it): %v", err)
 		}
 		enc := c.Encode()
 		if !bytes.Equal(enc, data) {
@@ -238,4 +338,29 @@ func FuzzDecodeCommand(f *testing.F) {
 			t.Fatalf("re-decoding: %+v, %v; want %+v", again, err, c)
 		}
 	})
+}
+
+// TestValidate: Validate accepts every sample and refuses what DecodeCommand
+// would refuse to decode, so nothing proposed can stop the replicas.
+func TestValidate(t *testing.T) {
+	for _, c := range sampleCommands() {
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate(%+v): %v", c.Kind, err)
+		}
+	}
+	long := func(n int) string { return strings.Repeat("x", n) }
+	for _, c := range []Command{
+		{Kind: KindRegister, NodeID: long(maxNodeIDLen + 1)},
+		{Kind: KindRegister, NodeID: "n", APIAddr: long(maxAddrLen + 1)},
+		{Kind: KindRegister, NodeID: "n", RaftAddr: long(maxAddrLen + 1)},
+		{Kind: KindDeregister, NodeID: long(maxNodeIDLen + 1)},
+		{Kind: KindDelete, RequestID: 1, Key: long(maxKeyLen + 1)},
+	} {
+		if err := c.Validate(); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("Validate(kind %d, over a limit): %v; want ErrBadCommand", c.Kind, err)
+		}
+		if _, err := DecodeCommand(c.Encode()); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("DecodeCommand(kind %d, over a limit): %v; want ErrBadCommand", c.Kind, err)
+		}
+	}
 }

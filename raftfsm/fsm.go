@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,10 @@ var (
 	// differs from this node's, so the same extent would be at another
 	// device offset here.
 	ErrGeometryMismatch = errors.New("volume layout differs from the group's")
+	// ErrRequestIDReused: the command's RequestID is recorded for a
+	// different command (other bytes). Neither is executed again; the
+	// proposer reused an id it must not have.
+	ErrRequestIDReused = errors.New("request id already used by another command")
 )
 
 // ErrStopped is returned by the FSM after a fatal error: state on disk may
@@ -56,6 +62,13 @@ const (
 )
 
 // Result is what Apply returns for one command.
+//
+// For a command whose RequestID was already recorded (a retry), it is the
+// recorded Result of the first application, identical field for field; it
+// describes that earlier entry, and the state may have moved on since (the
+// reservation a retried Reserve answers with may have been committed or
+// have expired, the version a retried Commit made may have been replaced),
+// exactly as if the first answer had arrived late.
 type Result struct {
 	Err     error
 	Extents []catalog.Extent // Reserve
@@ -145,6 +158,10 @@ type FSM struct {
 	// inject commit failures here).
 	update func(fn func(*catalog.Tx) error) error
 
+	// window is DedupWindow; tests shrink it to reach pruning quickly. It
+	// must be the same on every node that applies the same log.
+	window uint64
+
 	mu        sync.Mutex // guards applied, fatal, halt, readOnly, roChanged; cond signals their changes
 	cond      *sync.Cond
 	applied   uint64
@@ -174,7 +191,7 @@ type FSM struct {
 // rebuild forces the rebuild (space.Open said ErrNeedsRebuild).
 func Open(ctx context.Context, cat *catalog.DB, alloc Allocator, layout volume.Placement, log *slog.Logger, rebuild bool) (*FSM, error) {
 	f := &FSM{
-		cat: cat, alloc: alloc, layout: layout, log: log, update: cat.Update,
+		cat: cat, alloc: alloc, layout: layout, log: log, update: cat.Update, window: DedupWindow,
 		fatalCh: make(chan struct{}), readOnly: map[string]*ReadOnlyError{},
 		roChanged: make(chan struct{}), closing: make(chan struct{}),
 	}
@@ -398,7 +415,7 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 				applyErr = fmt.Errorf("entry %d: %w", l.Index, err)
 				return applyErr
 			}
-			res, err := f.apply(tx, l.Index, &cmd)
+			res, err := f.applyEntry(tx, l, &cmd)
 			if err != nil {
 				applyErr = fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)
 				return applyErr
@@ -507,8 +524,45 @@ func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
 			return Result{}, err
 		}
 		return Result{Old: &cur}, tx.DeleteBlob(c.Key)
+	case KindRegister:
+		if c.NodeID == "" || !validAddr(c.APIAddr) || !validAddr(c.RaftAddr) {
+			return Result{Err: ErrInvalid}, nil
+		}
+		return Result{}, tx.PutMember(catalog.Member{ID: c.NodeID, APIAddr: c.APIAddr, RaftAddr: c.RaftAddr})
+	case KindDeregister:
+		if c.NodeID == "" {
+			return Result{Err: ErrInvalid}, nil
+		}
+		return Result{}, tx.DeleteMember(c.NodeID)
 	}
 	return Result{}, fmt.Errorf("%w: kind %d", ErrBadCommand, c.Kind)
+}
+
+// validAddr reports whether s is host:port with a non-empty host and a
+// port in 1..65535 (a pure function of s, as Apply requires).
+func validAddr(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && p != 0
+}
+
+// Members returns the member registry (KindRegister, KindDeregister) as of
+// the last entry this node applied, sorted by ID. A follower's view may lag
+// the leader's.
+func (f *FSM) Members() ([]catalog.Member, error) {
+	var ms []catalog.Member
+	err := f.cat.View(func(tx *catalog.Tx) error {
+		var err error
+		ms, err = tx.Members()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftfsm: members: %w", err)
+	}
+	return ms, nil
 }
 
 // geometryMeta is the catalog meta key of the group's volume layout, the

@@ -8,6 +8,7 @@ import (
 	mrand "math/rand"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -35,12 +36,23 @@ func TestDeterminism(t *testing.T) {
 		resB := applyLogs(t, b.fsm, logs, rb, 5)
 		sameResults(t, fmt.Sprintf("round %d", round), logs, resB, resA)
 		sameState(t, fmt.Sprintf("round %d", round), b.state(), a.state())
+		sameState(t, fmt.Sprintf("round %d catalog bytes", round), catalogBytes(t, b.cat), catalogBytes(t, a.cat))
 		a.check()
 		b.check()
 		all, allRes = append(all, logs...), append(allRes, resA...)
 	}
 	s := summarise(all, allRes)
-	t.Logf("outcomes: %v", s)
+	t.Logf("outcomes: %v; %d retries, %d reused ids", s, w.retries, w.reuses)
+	refused := 0
+	for outcome, n := range s {
+		if strings.HasSuffix(outcome, ErrRequestIDReused.Error()) {
+			refused += n
+		}
+	}
+	if w.retries == 0 || refused == 0 {
+		t.Errorf("the workload retried %d commands and had %d of %d reused ids refused; want some of each",
+			w.retries, refused, w.reuses)
+	}
 	s.requireSome(t, "reserve ok", "commit ok", "delete ok", "abort ok", "expire ok", "skipped",
 		"reserve "+ErrInvalid.Error(), "commit "+ErrNoReservation.Error(), "commit "+ErrInvalid.Error())
 	if s["commit "+ErrPreconditionFailed.Error()]+s["delete "+ErrPreconditionFailed.Error()] == 0 {

@@ -10,12 +10,14 @@ import (
 	"math"
 	mrand "math/rand"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	bbolt "go.etcd.io/bbolt"
 
 	"github.com/blobnode/blobnode/catalog"
 	"github.com/blobnode/blobnode/space"
@@ -262,8 +264,9 @@ func (s *stack) check() {
 	}
 }
 
-// content dumps the replicated state: every blob record, every reservation
-// and the allocator's counters. It leaves out applied indexes, which a
+// content dumps the replicated state: every blob record, every reservation,
+// every recorded request (with the index it applied at), every member and
+// the allocator's counters. It leaves out applied indexes, which a
 // restarted Raft node advances with its own entries.
 func (s *stack) content() string {
 	t := s.t
@@ -282,10 +285,28 @@ func (s *stack) content() string {
 		}); err != nil {
 			return err
 		}
-		return tx.ForEachReservation(func(r catalog.Reservation) error {
+		if err := tx.ForEachReservation(func(r catalog.Reservation) error {
 			fmt.Fprintf(&b, "resv %d size=%d deadline=%d exts=%v\n", r.ID, r.Size, r.Deadline, r.Extents)
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
+		if err := tx.ForEachRequest(func(q catalog.Request) error {
+			old := "-"
+			if q.Old != nil {
+				old = fmt.Sprintf("%q/v%d", q.Old.Key, q.Old.Version)
+			}
+			fmt.Fprintf(&b, "request %d index=%d fp=%08x code=%d exts=%v batch=%v version=%d old=%s\n",
+				q.ID, q.Index, q.Fingerprint, q.Code, q.Extents, q.Batch, q.Version, old)
+			return nil
+		}); err != nil {
+			return err
+		}
+		members, err := tx.Members()
+		for _, m := range members {
+			fmt.Fprintf(&b, "member %q api=%q raft=%q\n", m.ID, m.APIAddr, m.RaftAddr)
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatalf("dump catalog: %v", err)
@@ -393,6 +414,13 @@ type workload struct {
 	// noInline replaces CommitInline entries by Commits, for tests whose
 	// device faults must hit the allocator's journal, not a blob's bytes.
 	noInline bool
+	// recent holds the encodings of the last commands given a request id,
+	// which later entries retry (repeat verbatim) now and then; retries
+	// and reuses (another command under a recent id) count them.
+	recent          [][]byte
+	retries, reuses int
+	// allIDs gives every command a request id (and never reuses one).
+	allIDs bool
 }
 
 type resv struct {
@@ -429,17 +457,49 @@ func (w *workload) logs(n int) []*raft.Log {
 		case w.r.IntN(100) < 2:
 			l.Type = raft.LogConfiguration
 			l.Data = []byte("not a command")
+		case len(w.recent) > 0 && w.r.IntN(100) < 4:
+			// A retry: the same bytes as a recent command with an id.
+			l.Data = w.recent[len(w.recent)-1-w.r.IntN(len(w.recent))]
+			w.retries++
 		default:
 			c := w.command()
 			if c.Kind == KindCommit || c.Kind == KindCommitInline {
 				w.commits[c.Key] = append(w.commits[c.Key], w.index)
 			}
+			w.requestID(&c)
 			l.Data = c.Encode()
+			if c.RequestID != 0 {
+				w.recent = append(w.recent, l.Data)
+				if len(w.recent) > 24 {
+					w.recent = w.recent[1:]
+				}
+			}
 		}
 		out = append(out, l)
 		w.index++
 	}
 	return out
+}
+
+// requestID gives a third of the commands (all with allIDs) a random request
+// id, and now and then one of a recent command (a proposer bug:
+// ErrRequestIDReused).
+func (w *workload) requestID(c *Command) {
+	if w.allIDs {
+		c.RequestID = w.r.Uint64() | 1
+		return
+	}
+	switch p := w.r.IntN(100); {
+	case p < 1 && len(w.recent) > 0:
+		prev, err := DecodeCommand(w.recent[w.r.IntN(len(w.recent))])
+		if err != nil {
+			panic(err) // the workload's own encoding
+		}
+		c.RequestID = prev.RequestID
+		w.reuses++
+	case p < 34:
+		c.RequestID = w.r.Uint64() | 1
+	}
 }
 
 func (w *workload) key() string { return w.keys[w.r.IntN(len(w.keys))] }
@@ -509,9 +569,27 @@ func (w *workload) command() Command {
 	case p < 94:
 		w.now += r.Int64N(5) * clockStep
 		return Command{Kind: KindExpire, Now: w.now}
-	default:
+	case p < 97:
 		return Command{Kind: KindNoop}
+	default:
+		return w.member()
 	}
+}
+
+// member returns a Register or Deregister among a few node ids; a few
+// Registers are deliberately refused (an address that is not host:port).
+func (w *workload) member() Command {
+	r := w.r
+	id := fmt.Sprintf("node-%d", r.IntN(5))
+	if r.IntN(4) == 0 {
+		return Command{Kind: KindDeregister, NodeID: id}
+	}
+	c := Command{Kind: KindRegister, NodeID: id,
+		APIAddr: fmt.Sprintf("10.0.0.%d:8080", r.IntN(256)), RaftAddr: fmt.Sprintf("10.0.0.%d:7000", r.IntN(256))}
+	if r.IntN(10) == 0 {
+		c.APIAddr = "no-port" // ErrInvalid
+	}
+	return c
 }
 
 // commit takes one to three of the most recent pending reservations and
@@ -607,7 +685,7 @@ func summarise(logs []*raft.Log, res []any) summary {
 var kindNames = map[Kind]string{
 	KindNoop: "noop", KindInit: "init", KindReserve: "reserve", KindCommit: "commit",
 	KindAbort: "abort", KindExpire: "expire", KindDelete: "delete", KindReserveBatch: "reserve-batch",
-	KindCommitInline: "commit-inline",
+	KindCommitInline: "commit-inline", KindRegister: "register", KindDeregister: "deregister",
 }
 
 // requireSome fails unless the run had at least one of each named outcome.
@@ -618,4 +696,70 @@ func (s summary) requireSome(t testing.TB, outcomes ...string) {
 			t.Errorf("workload never produced %q; outcomes: %v", o, s)
 		}
 	}
+}
+
+// catalogBytes dumps, as hex, every key and value of every bucket but the
+// node-local one, as a snapshot of the catalog holds them: two replicas
+// that applied the same entries must agree byte for byte (bbolt's page
+// layout may differ; its contents may not).
+func catalogBytes(t testing.TB, db *catalog.DB) string {
+	t.Helper()
+	snap, err := db.BeginSnapshot()
+	if err != nil {
+		t.Fatalf("begin snapshot: %v", err)
+	}
+	var buf bytes.Buffer
+	_, err = snap.WriteTo(&buf)
+	snap.Release()
+	if err != nil {
+		t.Fatalf("write snapshot: %v", err)
+	}
+	// Strip the frame (magic, length; checksum) to get the bbolt image.
+	const header, trailer = 16, 4
+	path := filepath.Join(t.TempDir(), "image.db")
+	if err := os.WriteFile(path, buf.Bytes()[header:buf.Len()-trailer], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open snapshot image: %v", err)
+	}
+	defer bdb.Close()
+	var b strings.Builder
+	err = bdb.View(func(tx *bbolt.Tx) error {
+		return tx.ForEach(func(name []byte, bk *bbolt.Bucket) error {
+			if string(name) == "local" {
+				return nil
+			}
+			fmt.Fprintf(&b, "bucket %s\n", name)
+			return bk.ForEach(func(k, v []byte) error {
+				fmt.Fprintf(&b, "%x=%x\n", k, v)
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		t.Fatalf("dump snapshot image: %v", err)
+	}
+	return b.String()
+}
+
+// entries encodes commands as consecutive log entries from index first.
+func entries(first uint64, cmds ...Command) []*raft.Log {
+	logs := make([]*raft.Log, len(cmds))
+	for i := range cmds {
+		logs[i] = &raft.Log{Index: first + uint64(i), Term: 1, Type: raft.LogCommand, Data: cmds[i].Encode()}
+	}
+	return logs
+}
+
+// applyOne applies one command at index and returns its Result, failing
+// the test if the state machine stops.
+func applyOne(t testing.TB, f *FSM, index uint64, c Command) Result {
+	t.Helper()
+	r, _ := f.ApplyBatch(entries(index, c))[0].(Result)
+	if err := f.Err(); err != nil {
+		t.Fatalf("entry %d (kind %d) stopped the state machine: %v", index, c.Kind, err)
+	}
+	return r
 }

@@ -297,7 +297,10 @@ func (n *Node) ReadOnly() error { return n.fsm.ReadOnly() }
 // read-only node refuses at once, proposing nothing. If the node turns
 // read-only while c is in flight, Propose returns the *ReadOnlyError
 // without waiting: c may still take effect once the disk recovers (like a
-// timeout, the outcome is unknown).
+// timeout, the outcome is unknown). A proposer that must learn such an
+// outcome gives c a RequestID and retries the identical command: it then
+// applies at most once, and the retry returns the first application's
+// Result (see Command.RequestID and DedupWindow).
 func (n *Node) Propose(ctx context.Context, c *Command) (Result, error) {
 	if err := n.ReadOnly(); err != nil {
 		return Result{}, err
