@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,20 +84,38 @@ func (c *Coordinator) IsLeader() bool { return c.node.IsLeader() }
 func (c *Coordinator) ReadOnly() error { return c.node.ReadOnly() }
 
 // Propose applies cmd through the leader and returns its result, within
-// the write timeout. A command that was never proposed (no leader, the
-// one asked was not the leader) is tried again until the timeout; one
-// whose outcome is unknown is not, and fails with an error that says so.
+// the write timeout. cmd gets a request id (unless it has one), so it can
+// be sent again, unchanged, whatever happened to an earlier attempt: the
+// state machine applies a request id at most once and answers a repeat
+// with the first outcome. So a command that was never proposed (no
+// leader, the one asked was not the leader) and one whose outcome is
+// unknown (leadership lost, no answer) are both tried again until the
+// timeout; only then does the caller get an error, which says whether
+// the outcome is unknown.
 func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfsm.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	if cmd.RequestID == 0 {
+		cmd.RequestID = newRequestID()
+	}
 	wait := 5 * time.Millisecond
 	for {
 		res, err := c.proposeOnce(ctx, cmd)
-		if !errors.Is(err, raftfsm.ErrNotLeader) || errors.Is(err, errUnknownOutcome) {
+		if !errors.Is(err, raftfsm.ErrNotLeader) {
 			return res, err
 		}
 		if !c.backoff(ctx, &wait) {
-			return raftfsm.Result{}, fmt.Errorf("no leader accepted the command within %v: %w", c.timeout, err)
+			return raftfsm.Result{}, fmt.Errorf("no leader applied the command within %v: %w", c.timeout, err)
+		}
+	}
+}
+
+func newRequestID() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return id
 		}
 	}
 }
