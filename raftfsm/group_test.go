@@ -215,3 +215,30 @@ func TestVoteFence(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyLeaderHandsOff: a leader whose disk turns read-only hands
+// leadership to a healthy voter instead of holding the group read-only.
+func TestReadOnlyLeaderHandsOff(t *testing.T) {
+	g := newTestGroup(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, err := range g.start(ctx, 0, 1, 2) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := g.leader(ctx)
+	l.FSM().setReadOnly(whereCatalog, errors.New("injected: disk full"))
+	for {
+		next := g.leader(ctx)
+		if next != l {
+			propose(t, next, Command{Kind: KindNoop}) // the group takes writes again
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the read-only leader kept leading")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

@@ -217,9 +217,36 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 		return fail(fmt.Errorf("raftfsm: start raft: %w", err))
 	}
 	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: transport, stream: stream, log: cfg.Logger, stop: make(chan struct{})}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.watchLeadership()
+	go n.handOffWhileReadOnly()
 	return n, nil
+}
+
+// handOffWhileReadOnly transfers leadership to a healthy voter whenever
+// this node leads while read-only (its disk full or failing): a leader
+// that refuses every write would hold the whole group read-only. It checks
+// on every change of the read-only state and once a second (it may be
+// elected again while still read-only).
+func (n *Node) handOffWhileReadOnly() {
+	defer n.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		changed := n.fsm.ReadOnlyChanged()
+		if ro := n.ReadOnly(); ro != nil && n.IsLeader() && !n.soleVoter() {
+			n.log.Warn("handing leadership to another voter: this node is read-only", "err", ro)
+			if err := n.waitFuture(context.Background(), n.raft.LeadershipTransfer()); err != nil {
+				n.log.Warn("leadership transfer failed", "err", err)
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
 }
 
 func orDefault(v, d uint64) uint64 {
