@@ -53,6 +53,12 @@ const (
 	// KindDeregister removes NodeID from the registry; removing an ID that
 	// is not registered succeeds (the member is absent either way).
 	KindDeregister Kind = 11
+	// KindRenew extends the lease of an upload's reservations: each of
+	// ReservationIDs still live gets Deadline if that is later than its
+	// own. The coordinator renews while the upload makes progress, so a
+	// slow upload, coordinated on any node, is never expired under it;
+	// one whose coordinator died stops being renewed and expires.
+	KindRenew Kind = 12
 )
 
 // MaxInlineSize bounds the Data of a KindCommitInline entry.
@@ -209,6 +215,9 @@ func (c *Command) Encode() []byte {
 		b = appendString(b, c.RaftAddr)
 	case KindDeregister:
 		b = appendString(b, c.NodeID)
+	case KindRenew:
+		b = appendIDs(b, c.ReservationIDs)
+		b = binary.AppendVarint(b, c.Deadline)
 	}
 	return b
 }
@@ -412,6 +421,9 @@ func DecodeCommand(data []byte) (Command, error) {
 		c.RaftAddr = r.string("raft address", maxAddrLen)
 	case KindDeregister:
 		c.NodeID = r.string("node id", maxNodeIDLen)
+	case KindRenew:
+		c.ReservationIDs = r.ids()
+		c.Deadline = r.varint("deadline")
 	default:
 		return Command{}, fmt.Errorf("%w: unknown kind %d", ErrBadCommand, data[1])
 	}

@@ -58,6 +58,8 @@ func sampleCommands() []Command {
 		{Kind: KindRegister, NodeID: strings.Repeat("n", maxNodeIDLen), APIAddr: strings.Repeat("a", maxAddrLen), RaftAddr: strings.Repeat("r", maxAddrLen)},
 		{Kind: KindDeregister, NodeID: "n1"},
 		{Kind: KindDeregister},
+		{Kind: KindRenew, ReservationIDs: []uint64{1, 1 << 60}, Deadline: -5},
+		{Kind: KindRenew, RequestID: 3, Deadline: 1 << 62},
 		// Format 2: the same kinds with a request id.
 		{Kind: KindNoop, RequestID: 1},
 		{Kind: KindReserve, RequestID: math.MaxUint64, ReservationID: 7, Size: 4096, Deadline: 9},

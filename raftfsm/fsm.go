@@ -467,6 +467,21 @@ func (f *FSM) apply(tx *catalog.Tx, index uint64, c *Command) (Result, error) {
 		return f.applyInit(tx, c)
 	case KindReserve:
 		return f.applyReserve(tx, c)
+	case KindRenew:
+		for _, id := range c.ReservationIDs {
+			r, ok, err := tx.GetReservation(id)
+			if err != nil {
+				return Result{}, err
+			}
+			if !ok || r.Deadline >= c.Deadline {
+				continue
+			}
+			r.Deadline = c.Deadline
+			if err := tx.PutReservation(r); err != nil {
+				return Result{}, err
+			}
+		}
+		return Result{}, nil
 	case KindReserveBatch:
 		var res Result
 		for _, id := range c.ReservationIDs {

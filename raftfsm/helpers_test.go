@@ -685,7 +685,7 @@ func summarise(logs []*raft.Log, res []any) summary {
 var kindNames = map[Kind]string{
 	KindNoop: "noop", KindInit: "init", KindReserve: "reserve", KindCommit: "commit",
 	KindAbort: "abort", KindExpire: "expire", KindDelete: "delete", KindReserveBatch: "reserve-batch",
-	KindCommitInline: "commit-inline", KindRegister: "register", KindDeregister: "deregister",
+	KindCommitInline: "commit-inline", KindRegister: "register", KindDeregister: "deregister", KindRenew: "renew",
 }
 
 // requireSome fails unless the run had at least one of each named outcome.

@@ -78,3 +78,32 @@ func blobsOf(t *testing.T, s *stack) []catalog.Blob {
 	}
 	return out
 }
+
+// TestRenewExtendsLease: a renewed reservation outlives its first deadline
+// and expires only after the renewed one; a renewal never shortens one.
+func TestRenewExtendsLease(t *testing.T) {
+	s := newStack(t, memDev, 1)
+	applyCmds(t, s.fsm, Command{Kind: KindInit, Geometry: testGeometry.String()},
+		Command{Kind: KindReserve, ReservationID: 7, Size: 4096, Deadline: 100},
+		Command{Kind: KindRenew, ReservationIDs: []uint64{7, 8}, Deadline: 500},
+		Command{Kind: KindRenew, ReservationIDs: []uint64{7}, Deadline: 200},
+		Command{Kind: KindExpire, Now: 300})
+	live := func() bool {
+		var ok bool
+		if err := s.fsm.View(func(tx *catalog.Tx) error {
+			var err error
+			_, ok, err = tx.GetReservation(7)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !live() {
+		t.Fatal("a reservation renewed to 500 expired at 300")
+	}
+	applyCmds(t, s.fsm, Command{Kind: KindExpire, Now: 500})
+	if live() {
+		t.Fatal("the renewed reservation outlived its renewed deadline")
+	}
+}

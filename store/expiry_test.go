@@ -112,3 +112,81 @@ func TestReaperSparesReservationsOfLiveUploads(t *testing.T) {
 		t.Fatalf("GET slow: %d bytes, %v", len(got), err)
 	}
 }
+
+// TestUploadRenewsItsLease: an upload that keeps making progress renews
+// its reservations' deadline through Raft, so it is not expired under it
+// by a reaper on another node (which knows nothing of it).
+func TestUploadRenewsItsLease(t *testing.T) {
+	g := volume.Geometry{SpageShift: 12, LpageShift: 18, VolumeSize: 16 << 20}
+	const ttl = time.Hour
+	var now atomic.Int64
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	now.Store(start)
+	cfg := Config{
+		ReservationTTL: ttl, ReapInterval: time.Hour,
+		Now: func() time.Time { return time.Unix(0, now.Load()) },
+	}
+	s := newReviewStack(t, g, cfg)
+	s.st.Close()
+	counting := &renewCounter{Proposer: s.node}
+	s.st = New(counting, s.fsm, s.vol, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	slow := reviewBody(3, 512<<10)
+	body := &pausedReader{head: slow[:ChunkSize], tail: slow[ChunkSize:], reached: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.st.Put(ctx, PutRequest{Key: "slow", Size: int64(len(slow)), Body: body})
+		done <- err
+	}()
+	<-body.reached
+	deadlines := func() []int64 {
+		var ds []int64
+		if err := s.fsm.View(func(tx *catalog.Tx) error {
+			return tx.ForEachReservation(func(r catalog.Reservation) error {
+				ds = append(ds, r.Deadline)
+				return nil
+			})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ds
+	}
+	if ds := deadlines(); len(ds) != 1 || ds[0] != start+int64(ttl) {
+		t.Fatalf("deadlines before the renewal: %v", ds)
+	}
+	now.Add(int64(ttl / 2)) // half the lease gone while the upload makes progress
+	close(body.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var renewed bool
+	if err := s.fsm.View(func(tx *catalog.Tx) error {
+		b, ok, err := tx.GetBlob("slow")
+		renewed = ok && err == nil && b.Size == int64(len(slow))
+		return err
+	}); err != nil || !renewed {
+		t.Fatalf("slow upload did not commit: %v", err)
+	}
+	if got := counting.renewals.Load(); got != 1 {
+		t.Fatalf("%d renewals; want 1 (a quarter of the lease had passed once)", got)
+	}
+	if got := counting.lastDeadline.Load(); got != now.Load()+int64(ttl) {
+		t.Fatalf("renewed to %d; want now+TTL = %d", got, now.Load()+int64(ttl))
+	}
+}
+
+// renewCounter counts the Renew commands a store proposes.
+type renewCounter struct {
+	Proposer
+	renewals     atomic.Int64
+	lastDeadline atomic.Int64
+}
+
+func (r *renewCounter) Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error) {
+	if c.Kind == raftfsm.KindRenew {
+		r.renewals.Add(1)
+		r.lastDeadline.Store(c.Deadline)
+	}
+	return r.Proposer.Propose(ctx, c)
+}

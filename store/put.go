@@ -65,6 +65,29 @@ type upload struct {
 	// claim is this node's claim on the reservations' pages (see
 	// raftfsm.LocalWrite): every write of the upload goes through it.
 	claim *raftfsm.LocalWrite
+	// leaseStart is when the earliest deadline among the reservations
+	// was set (deadline - TTL): the lease is renewed a quarter TTL later.
+	leaseStart time.Time
+}
+
+// renewIfDue extends the reservations' lease through Raft when a quarter
+// of the TTL has passed since it was last set, so an upload that makes
+// progress is never expired, whichever node coordinates it; an upload
+// whose coordinator is gone stops being renewed and expires.
+func (u *upload) renewIfDue(ctx context.Context) error {
+	ttl := u.s.cfg.ReservationTTL
+	now := u.s.cfg.Now()
+	if len(u.ids) == 0 || now.Sub(u.leaseStart) < ttl/4 {
+		return nil
+	}
+	deadline := now.Add(ttl).UnixNano()
+	_, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindRenew, ReservationIDs: slices.Clone(u.ids), Deadline: deadline})
+	if err != nil {
+		return fmt.Errorf("store: renew the upload's reservations: %w", mapErr(err))
+	}
+	u.leaseStart = now
+	u.retrack(deadline)
+	return nil
 }
 
 // addReservation waits until this node has applied the entry that made
@@ -106,6 +129,7 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 	if len(u.ids) == 0 {
 		if r, ok := u.s.pool.take(size); ok {
 			u.track(r.deadline)
+			u.noteLease(r.deadline)
 			if err := u.addReservation(ctx, r.id, r.index); err != nil {
 				u.ids = append(u.ids, r.id) // aborted with the rest
 				return err
@@ -124,6 +148,7 @@ func (u *upload) reserveNew(ctx context.Context, size int64) error {
 	id := newReservationID()
 	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
 	u.track(deadline)
+	u.noteLease(deadline)
 	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
 	if errors.Is(err, raftfsm.ErrReadOnly) {
 		// The node turned read-only with the Reserve in flight: it may
@@ -227,6 +252,9 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 			}
 			if err := u.writeAt(buf[:n], written); err != nil {
 				return BlobInfo{}, fmt.Errorf("store: write: %w", err)
+			}
+			if err := u.renewIfDue(ctx); err != nil {
+				return BlobInfo{}, err
 			}
 			checksums = append(checksums, chunkChecksum(u.identity, written/ChunkSize, buf[:n]))
 			whole = crc32.Update(whole, castagnoli, buf[:n])

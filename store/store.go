@@ -333,6 +333,22 @@ func (u *upload) track(deadline int64) {
 	}
 }
 
+// retrack records that u's earliest deadline is now deadline (a renewal).
+func (u *upload) retrack(deadline int64) {
+	u.s.liveMu.Lock()
+	defer u.s.liveMu.Unlock()
+	u.s.live[u] = deadline
+}
+
+// noteLease moves u's lease start back to when a reservation due at
+// deadline was made, if that is earlier.
+func (u *upload) noteLease(deadline int64) {
+	start := time.Unix(0, deadline).Add(-u.s.cfg.ReservationTTL)
+	if u.leaseStart.IsZero() || start.Before(u.leaseStart) {
+		u.leaseStart = start
+	}
+}
+
 // untrack ends the protection of u's reservations from the reaper.
 func (u *upload) untrack() {
 	u.s.liveMu.Lock()
