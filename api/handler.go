@@ -82,6 +82,9 @@ type Config struct {
 	// ProtectMetrics makes /metrics and /cluster need an admin token
 	// (only with Auth; without it they are open).
 	ProtectMetrics bool
+	// RemoveNode backs DELETE /cluster/nodes/{id} (admin scope when tokens
+	// are on): found false answers 404 (nil: the route is 404).
+	RemoveNode func(ctx context.Context, id string) (found bool, err error)
 	// Peer serves the peer API under /peer/ (nil: 404). It authenticates
 	// its requests itself, with the cluster secret; client tokens neither
 	// grant nor are needed for it.
@@ -98,6 +101,7 @@ const (
 	routeMetrics  = "/metrics"
 	routeCluster  = "/cluster"
 	routePeer     = "/peer/"
+	routeNode     = "/cluster/nodes/{id}"
 	routeNone     = "unmatched"
 )
 
@@ -198,6 +202,22 @@ func NewHandler(b Blobs, cfg Config) http.Handler {
 	})
 	if cfg.Peer != nil {
 		r.PathPrefix(routePeer).Handler(s.instrument(routePeer, cfg.Peer))
+	}
+	if cfg.RemoveNode != nil {
+		s.route(r, routeNode, adminAccess, []methodHandler{
+			{http.MethodDelete, func(w http.ResponseWriter, req *http.Request) {
+				id := mux.Vars(req)["id"]
+				found, err := cfg.RemoveNode(req.Context(), id)
+				switch {
+				case err != nil:
+					s.writeError(w, req, &apiError{http.StatusServiceUnavailable, CodeUnavailable, "remove node " + id + ": " + err.Error()})
+				case !found:
+					s.writeError(w, req, &apiError{http.StatusNotFound, CodeNotFound, "no node " + id + " in the group"})
+				default:
+					w.WriteHeader(http.StatusNoContent)
+				}
+			}},
+		})
 	}
 	r.NotFoundHandler = s.instrument(routeNone, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Which routes exist is no secret, but answering strangers only

@@ -21,6 +21,8 @@ const maxCommandBytes = raftfsm.MaxInlineSize + 1<<20
 //	PUT  /peer/data        an upload's bytes for this node's copy (see serveData): 200 once durable, 410 Gone
 //	                       if the reservations are no longer live here
 //	GET  /peer/chunk       a blob's chunk, verified, for a replica that repairs (see serveChunk)
+//	POST /peer/join        JoinRequest: the leader adds the node as a voter (409 JoinRefused: why not)
+//	POST /peer/remove      {"id": ...}: the leader removes the node (404: no such member)
 //
 // Failures answer a JSON wireError: 401 Unauthorized, 421 NotLeader
 // (nothing was proposed), 503 ReadOnly or Unavailable, 400 BadCommand,
@@ -34,6 +36,8 @@ func (c *Coordinator) PeerHandler(st interface {
 	mux.HandleFunc("GET /peer/readindex", c.serveReadIndex)
 	mux.HandleFunc("PUT /peer/data", c.serveData(st))
 	mux.HandleFunc("GET /peer/chunk", serveChunk(st))
+	mux.HandleFunc("POST /peer/join", c.serveJoin)
+	mux.HandleFunc("POST /peer/remove", c.serveRemove)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.sign.verify(r); err != nil {
 			c.log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)

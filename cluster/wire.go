@@ -115,6 +115,10 @@ func errorFrom(status int, w wireError) error {
 		return fmt.Errorf("cluster: the leader: %s: %w", w.Message, raftfsm.ErrBadCommand)
 	case codeAuth:
 		return fmt.Errorf("cluster: the leader refused this node: %s: %w", w.Message, ErrPeerAuth)
+	case "JoinRefused":
+		return fmt.Errorf("%w: %s", ErrJoinRefused, w.Message)
+	case "NotFound":
+		return fmt.Errorf("%w: %s", ErrNoSuchNode, w.Message)
 	}
 	return fmt.Errorf("%w: the leader answered %d %s: %s", errUnknownOutcome, status, w.Code, w.Message)
 }

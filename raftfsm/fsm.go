@@ -630,6 +630,24 @@ func CheckLayout(group, node volume.Placement) error {
 	return fmt.Errorf("%w: the group's volumes have %s, this node's has %s", ErrGeometryMismatch, group, node)
 }
 
+// GroupLayout returns the volume layout the group recorded at Init (ok
+// false before any Init applied here).
+func (f *FSM) GroupLayout() (p volume.Placement, ok bool, err error) {
+	err = f.cat.View(func(tx *catalog.Tx) error {
+		cur, err := tx.GetMeta(geometryMeta)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ok = true
+		p, err = volume.ParsePlacement(string(cur))
+		return err
+	})
+	return p, ok, err
+}
+
 // acceptSnapshot refuses a snapshot of a group whose volume layout is not
 // this node's, before it replaces the catalog.
 func (f *FSM) acceptSnapshot(tx *catalog.Tx) error {

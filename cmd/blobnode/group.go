@@ -90,3 +90,21 @@ func members(ctx context.Context, node *raftfsm.Node, selfAPI string) []nodeStat
 	wg.Wait()
 	return out
 }
+
+// joinAdvertise is the Raft address peers dial for a node without -peers:
+// -raft-addr, or, when that listens on every interface, the host of the
+// API address peers use with -raft-addr's port.
+func joinAdvertise(raftAddr, apiAddr string) string {
+	host, port, err := net.SplitHostPort(raftAddr)
+	if err != nil {
+		return raftAddr
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return raftAddr
+	}
+	apiHost, _, err := net.SplitHostPort(apiAddr)
+	if err != nil || apiHost == "" {
+		return raftAddr
+	}
+	return net.JoinHostPort(apiHost, port)
+}

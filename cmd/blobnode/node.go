@@ -277,21 +277,23 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	}
 	fsm.AttachData(st.vol)
 	var peers []raft.Server
-	var raftAdvertise string
+	apiAddr := cfg.advertiseAddr
+	if apiAddr == "" {
+		apiAddr = cfg.httpAddr
+	}
+	raftAdvertise := joinAdvertise(cfg.raftAddr, apiAddr)
 	if cfg.peers != "" {
 		if peers, err = parsePeers(cfg.peers, cfg.nodeID); err != nil {
 			return err
 		}
 		raftAdvertise = advertisedRaft(peers, cfg.nodeID)
 	}
-	apiAddr := cfg.advertiseAddr
-	if apiAddr == "" {
-		apiAddr = cfg.httpAddr
-	}
+	grouped := len(peers) > 0 || cfg.join != ""
 	node, err := raftfsm.StartNode(ctx, raftfsm.NodeConfig{
 		ID: cfg.nodeID, Dir: filepath.Join(cfg.dataDir, raftDir), BindAddr: cfg.raftAddr,
 		Advertise: raftAdvertise, Peers: peers, APIAddr: apiAddr,
-		Bootstrap: true, RestoreSnapshot: st.unclean, Logger: log,
+		// A node that joins waits to be added; it never forms a group.
+		Bootstrap: cfg.join == "", RestoreSnapshot: st.unclean, Logger: log,
 		// A volume that holds data belongs to the group in this Raft log;
 		// a new group over it would skip or misplace its blobs.
 		RequireState:      !st.pristine,
@@ -320,6 +322,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	}()
 	m.watch(node, st)
 
+	if cfg.join != "" {
+		jctx, jcancel := context.WithTimeout(ctx, time.Minute)
+		err := cluster.Join(jctx, sec.peerClient(cfg), cfg.join, sec.clusterSecret, cluster.JoinRequest{
+			ID: cfg.nodeID, RaftAddr: raftAdvertise, APIAddr: apiAddr, Layout: layout.String(),
+		})
+		jcancel()
+		if err != nil {
+			return fmt.Errorf("join: %w", err)
+		}
+		log.Info("member of the group", "through", cfg.join)
+	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = initGroup(startCtx, node, layout.String())
 	cancel()
@@ -335,7 +348,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	var replicas store.Replicator
 	var chunks store.ChunkSource
 	var coord *cluster.Coordinator
-	if len(peers) > 0 {
+	if grouped {
 		scheme := "http"
 		if sec.httpTLS != nil {
 			scheme = "https"
@@ -372,6 +385,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		},
 		Status:         func() any { return status(node, st, s, apiAddr) },
 		Peer:           peerHandler(coord, s),
+		RemoveNode:     removeNode(coord),
 		Auth:           sec.auth(),
 		ProtectMetrics: cfg.protectMetrics,
 	})
@@ -490,6 +504,20 @@ func initGroup(ctx context.Context, node *raftfsm.Node, layout string) error {
 		}
 	}
 	return nil
+}
+
+// removeNode backs DELETE /cluster/nodes/{id} (nil without peers).
+func removeNode(coord *cluster.Coordinator) func(context.Context, string) (bool, error) {
+	if coord == nil {
+		return nil
+	}
+	return func(ctx context.Context, id string) (bool, error) {
+		err := coord.RemoveNode(ctx, id)
+		if errors.Is(err, cluster.ErrNoSuchNode) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 }
 
 // peerHandler is the peer API of a node in a group (nil without peers).

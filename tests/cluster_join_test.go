@@ -1,0 +1,121 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// setFlag replaces (or adds) -name value in flags; an empty value removes it.
+func setFlag(flags []string, name, value string) []string {
+	out := []string{}
+	for i := 0; i < len(flags); i++ {
+		if flags[i] == name && i+1 < len(flags) {
+			i++
+			continue
+		}
+		out = append(out, flags[i])
+	}
+	if value != "" {
+		out = append(out, name, value)
+	}
+	return out
+}
+
+// members returns the ids of the group's configuration as node i sees it.
+func (c *cluster) members(t *testing.T, i int) []string {
+	t.Helper()
+	r := c.nodes[i].do(t, http.MethodGet, "/cluster", nil)
+	var s struct {
+		Nodes []struct {
+			ID string `json:"id"`
+		} `json:"nodes"`
+	}
+	if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
+		t.Fatalf("GET /cluster: %v", r)
+	}
+	var ids []string
+	for _, n := range s.Nodes {
+		ids = append(ids, n.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestClusterJoinAndRemove: a fourth node joins a running group with
+// -join; one with another volume layout, or with Raft state of its own,
+// is refused with a clear error and nothing changes; DELETE
+// /cluster/nodes/{id} removes a member.
+func TestClusterJoinAndRemove(t *testing.T) {
+	c := prepareCluster(t, 4)
+	var peers []string
+	for i := range 3 {
+		peers = append(peers, c.ids[i]+"="+c.raftProxy[i])
+	}
+	for i := range 3 {
+		c.nodes[i].flags = setFlag(c.nodes[i].flags, "-peers", strings.Join(peers, ","))
+	}
+	j := c.nodes[3]
+	j.flags = setFlag(j.flags, "-peers", "")
+	joinFlags := setFlag(j.flags, "-join", "http://"+c.apiProxy[0])
+	for i := range 3 {
+		c.launch(i)
+	}
+	for i := range 3 {
+		c.nodes[i].waitReady()
+	}
+	c.waitLeader(0, 1, 2)
+	want := []string{"n1", "n2", "n3"}
+
+	refused := func(why string, flags []string) {
+		t.Helper()
+		j.flags = flags
+		if code := j.startExpectingExit(t); code == 0 {
+			t.Fatalf("%s: the joining node exited 0", why)
+		}
+		log, _ := os.ReadFile(j.logPath)
+		if !strings.Contains(string(log), "join refused") {
+			t.Fatalf("%s: the log does not say the join was refused:\n%s", why, tailFile(j.logPath, 5))
+		}
+		if got := c.members(t, 0); !slices.Equal(got, want) {
+			t.Fatalf("%s: members %v after a refused join; want %v", why, got, want)
+		}
+	}
+	refused("another volume layout", setFlag(joinFlags, "-volume-size", "128MiB"))
+	c.wipe(3)
+
+	// A node that bootstrapped a group of its own.
+	j.flags = setFlag(j.flags, "-join", "")
+	j.start()
+	j.stop()
+	refused("Raft state of its own", joinFlags)
+	c.wipe(3)
+
+	j.flags = joinFlags
+	j.start()
+	want = []string{"n1", "n2", "n3", "n4"}
+	waitFor(t, readyTimeout, func() bool { return slices.Equal(c.members(t, 1), want) },
+		func() string { return "n4 is not in the configuration" })
+	body := bytes.Repeat([]byte("joined "), 50000) // streamed: to a majority of four
+	j.put(t, "join/big", body)
+	for i := range 4 {
+		if r := c.nodes[i].do(t, http.MethodGet, blobPath("join/big"), nil); r.status != 200 || !bytes.Equal(r.body, body) {
+			t.Fatalf("%s: GET after the join: %v", c.ids[i], r)
+		}
+	}
+
+	if r := c.nodes[1].do(t, http.MethodDelete, "/cluster/nodes/n4", nil); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE /cluster/nodes/n4: %v", r)
+	}
+	want = []string{"n1", "n2", "n3"}
+	if got := c.members(t, 0); !slices.Equal(got, want) {
+		t.Fatalf("members after the removal: %v", got)
+	}
+	if r := c.nodes[1].do(t, http.MethodDelete, "/cluster/nodes/n9", nil); r.status != http.StatusNotFound {
+		t.Fatalf("DELETE of a node that is not a member: %v; want 404", r)
+	}
+}
