@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -52,6 +53,20 @@ type Coordinator struct {
 	apiOf  map[raft.ServerAddress]string // Raft address -> API address, from probes
 
 	reads readBatcher
+	// Counters for metrics: linearizable reads served here as a follower,
+	// and the read-index round trips to the leader they shared.
+	followerReads, readIndexTrips atomic.Uint64
+}
+
+// Stats are the Coordinator's counters.
+type Stats struct {
+	FollowerReads  uint64 // linearizable reads a follower served
+	ReadIndexTrips uint64 // read-index round trips to the leader
+}
+
+// Stats returns the counters.
+func (c *Coordinator) Stats() Stats {
+	return Stats{FollowerReads: c.followerReads.Load(), ReadIndexTrips: c.readIndexTrips.Load()}
 }
 
 // New returns a Coordinator over cfg.Node.
@@ -166,6 +181,7 @@ func (c *Coordinator) ReadBarrier(ctx context.Context) error {
 	if c.node.IsLeader() {
 		return c.node.ReadBarrier(ctx)
 	}
+	c.followerReads.Add(1)
 	idx, err := c.reads.index(ctx)
 	if err != nil {
 		return err
@@ -184,6 +200,7 @@ func (c *Coordinator) leaderReadIndex(ctx context.Context) (uint64, error) {
 	var out struct {
 		Index uint64 `json:"index"`
 	}
+	c.readIndexTrips.Add(1)
 	if err := c.call(ctx, addr, http.MethodGet, "/peer/readindex", nil, &out); err != nil {
 		return 0, err
 	}

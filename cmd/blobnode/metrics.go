@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/blobnode/blobnode/cluster"
 	"github.com/blobnode/blobnode/raftfsm"
 	"github.com/blobnode/blobnode/store"
 	"github.com/blobnode/blobnode/volume"
@@ -125,6 +126,20 @@ func (m *nodeMetrics) watchStore(s *store.Store) {
 			Name: "blobnode_repair_backlog_blobs",
 			Help: "Committed blobs this node has not verified it holds (under-replicated here), as of the repairer's last pass; 0 on a one-node group.",
 		}, func() float64 { return float64(s.ChunkStats().RepairBacklog) }),
+	)
+}
+
+// watchCoordinator exports the counters of a node in a group.
+func (m *nodeMetrics) watchCoordinator(c *cluster.Coordinator) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_follower_reads_total",
+			Help: "Linearizable reads this node served as a follower (each waits for a read index from the leader).",
+		}, func() float64 { return float64(c.Stats().FollowerReads) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_read_index_round_trips_total",
+			Help: "Read-index round trips to the leader; concurrent follower reads share one.",
+		}, func() float64 { return float64(c.Stats().ReadIndexTrips) }),
 	)
 }
 

@@ -355,6 +355,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		}
 		coord = cluster.New(cluster.Config{Node: node, Secret: sec.clusterSecret, Scheme: scheme, Client: sec.peerClient(cfg), Logger: log})
 		proposer, replicas, chunks = coord, coord, coord
+		m.watchCoordinator(coord)
 	}
 	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, Chunks: chunks, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
