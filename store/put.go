@@ -241,7 +241,7 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 		if want == 0 {
 			break
 		}
-		n, rerr := readChunk(req.Body, buf[:want])
+		n, rerr := readChunk(renewing{u: u, ctx: ctx, r: req.Body}, buf[:want])
 		if n > 0 {
 			for req.Size < 0 && written+int64(n) > u.ext.size {
 				// Unknown length: reserve lpages as the data arrives (a
@@ -413,6 +413,22 @@ func (s *Store) trimTail(ctx context.Context, u *upload, written int64) error {
 		s.log.Warn("abort replaced reservation; it will expire", "reservation", lastID, "err", err)
 	}
 	return nil
+}
+
+// renewing renews the upload's lease (renewIfDue) before every read of
+// its body, so an upload that trickles in, slower than a chunk per
+// quarter TTL, is renewed while it makes progress.
+type renewing struct {
+	u   *upload
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r renewing) Read(p []byte) (int, error) {
+	if err := r.u.renewIfDue(r.ctx); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
 }
 
 // readChunk fills p from r. It returns io.EOF (with n possibly > 0) when r

@@ -63,7 +63,7 @@ type Config struct {
 	// reservation expires (default 1h).
 	ReservationTTL time.Duration
 	// ReapInterval is how often the leader frees expired reservations
-	// (default 30s).
+	// (default a quarter of ReservationTTL, at most 30s).
 	ReapInterval time.Duration
 	Logger       *slog.Logger
 	// ObserveStage, when set, receives the duration of each stage of a PUT
@@ -134,7 +134,9 @@ func New(p Proposer, fsm *raftfsm.FSM, vol *volume.Volume, cfg Config) *Store {
 		cfg.ReservationTTL = time.Hour
 	}
 	if cfg.ReapInterval <= 0 {
-		cfg.ReapInterval = 30 * time.Second
+		// Often enough that an abandoned reservation outlives its TTL by
+		// at most a quarter of it.
+		cfg.ReapInterval = min(30*time.Second, max(cfg.ReservationTTL/4, 100*time.Millisecond))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
