@@ -18,6 +18,36 @@ import (
 // porcupine: linearizable, no acknowledged write lost, no read of a value
 // never written. BLOBNODE_SEED replays a run's operation mix.
 func TestClusterLinearizableUnderPartition(t *testing.T) {
+	linearizableUnder(t, "isolate the leader", func(c *cluster) (heal func()) {
+		old := c.leader()
+		c.isolate(old)
+		if l := c.leader(); l == old {
+			t.Fatalf("the isolated leader %s is still the majority's leader", c.ids[old])
+		}
+		return c.heal
+	})
+}
+
+// TestClusterLinearizableUnderKill: the same history check while a
+// follower, then the leader, are killed with SIGKILL and restarted.
+func TestClusterLinearizableUnderKill(t *testing.T) {
+	linearizableUnder(t, "kill -9 a follower, then the leader", func(c *cluster) (heal func()) {
+		f := (c.leader() + 1) % 3
+		c.kill(f)
+		c.start(f)
+		l := c.leader()
+		c.kill(l)
+		if c.leader() == l {
+			t.Fatal("the killed leader still leads")
+		}
+		return func() { c.start(l) }
+	})
+}
+
+// linearizableUnder runs the workload on a new three-node cluster, applies
+// fault once 150 operations are recorded, heals it (the function fault
+// returns) 150 operations later, and checks the history.
+func linearizableUnder(t *testing.T, what string, fault func(*cluster) (heal func())) {
 	c := newCluster(t, 3)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("BLOBNODE_SEED"); s != "" {
@@ -59,15 +89,11 @@ func TestClusterLinearizableUnderPartition(t *testing.T) {
 		}, func() string { return fmt.Sprintf("%d ops recorded, want %d", len(rec.Ops()), n) })
 	}
 	waitOps(150)
-	old := c.leader()
-	t.Logf("isolating the leader %s", c.ids[old])
-	c.isolate(old)
-	if l := c.leader(); l == old {
-		t.Fatalf("the isolated leader %s is still the majority's leader", c.ids[old])
-	}
+	t.Logf("fault: %s", what)
+	heal := fault(c)
 	waitOps(len(rec.Ops()) + 150)
 	t.Log("healing")
-	c.heal()
+	heal()
 	<-done
 	c.leader()
 	if err := workload.FinalReads(context.Background(), cfg, rec); err != nil {

@@ -10,7 +10,8 @@
 //	PUT 201, DELETE 204, GET 200 with a body this package wrote  OK
 //	GET or DELETE 404                                            NotFound
 //	any other 4xx                                                Failed (no effect)
-//	5xx, a timeout, a connection error, a cut body, anything else Unknown
+//	5xx, a timeout, a connection lost after dialling, a cut body, anything else Unknown;
+//	a dial that fails (no connection, so no request) Failed
 //
 // A GET whose body is not one this package wrote is recorded as OK with a
 // value no PUT wrote ("corrupt:..."), which the checker reports.
@@ -24,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -228,7 +230,11 @@ func send(ctx context.Context, hc *http.Client, cfg *Config, method, u string, b
 
 // classify turns an answer into an outcome; want is the status of success.
 func classify(status int, err error, want int) (history.Outcome, error) {
+	var op *net.OpError
 	switch {
+	case errors.As(err, &op) && op.Op == "dial":
+		// No connection, so no request reached the node: nothing applied.
+		return history.Failed, err
 	case err != nil:
 		return history.Unknown, err
 	case status == want:
