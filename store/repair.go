@@ -115,7 +115,7 @@ func (s *Store) repairer() {
 	defer s.wg.Done()
 	t := time.NewTicker(repairInterval)
 	defer t.Stop()
-	after := ""
+	after, scrubbed := "", ""
 	for {
 		select {
 		case <-s.stop:
@@ -127,7 +127,46 @@ func (s *Store) repairer() {
 			s.log.Warn("repair pass", "err", err)
 		}
 		after = next
+		if s.cfg.ScrubRate > 0 && s.backlog.Load() == 0 {
+			scrubbed = s.scrubPass(scrubbed, s.cfg.ScrubRate*int64(repairInterval/time.Second))
+		}
 	}
+}
+
+// scrubPass re-verifies blobs this node holds verified, in key order
+// after key after, reading at most budget bytes (at least one blob), and
+// repairs what fails. It returns where the next pass starts ("" from
+// the beginning): the scrubber walks the whole catalog at ScrubRate bytes
+// a second.
+func (s *Store) scrubPass(after string, budget int64) string {
+	var todo []catalog.Blob
+	var size int64
+	_ = s.fsm.View(func(tx *catalog.Tx) error {
+		blobs, _, err := tx.ListBlobs("", after, repairBatch)
+		if err != nil {
+			return err
+		}
+		for _, b := range blobs {
+			if len(todo) > 0 && size+b.Size > budget {
+				break
+			}
+			todo = append(todo, b)
+			size += b.Size
+		}
+		return nil
+	})
+	if len(todo) == 0 {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, b := range todo {
+		s.scrubbedBytes.Add(uint64(b.Size))
+		if err := s.repairBlob(ctx, b); err != nil {
+			s.log.Warn("scrub: a blob could not be repaired", "key", b.Key, "version", b.Version, "err", err)
+		}
+	}
+	return todo[len(todo)-1].Key
 }
 
 // repairPass looks at up to repairBatch unverified blobs after key after

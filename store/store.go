@@ -83,6 +83,9 @@ type Config struct {
 	// Chunks, in a group, fetches chunks from replicas for read repair and
 	// the repairer (nil: a one-node group, nothing to repair from).
 	Chunks ChunkSource
+	// ScrubRate is the bytes per second the scrubber re-verifies (and
+	// repairs) once the repair backlog is empty, in a group (<= 0: off).
+	ScrubRate int64
 }
 
 // DefaultInlineMax keeps inline entries small: the Raft log holds up to
@@ -109,7 +112,7 @@ type Store struct {
 	corrupt, readErrors atomic.Uint64
 	// Repair's counters: chunks written back from a replica, their
 	// bytes, and the blobs this node has not verified (last pass).
-	repaired, repairedBytes atomic.Uint64
+	repaired, repairedBytes, scrubbedBytes atomic.Uint64
 	backlog                 atomic.Int64
 
 	// live holds, for each upload in progress, the earliest deadline of
@@ -163,6 +166,7 @@ func New(p Proposer, fsm *raftfsm.FSM, vol *volume.Volume, cfg Config) *Store {
 	s.wg.Add(1)
 	go s.reap()
 	if cfg.Chunks != nil {
+		s.backlog.Store(-1) // not known before the repairer's first pass
 		s.wg.Add(1)
 		go s.repairer()
 	}
@@ -190,6 +194,7 @@ func (s *Store) ChunkStats() ChunkStats {
 	return ChunkStats{
 		Corrupt: s.corrupt.Load(), ReadErrors: s.readErrors.Load(),
 		Repaired: s.repaired.Load(), RepairedBytes: s.repairedBytes.Load(), RepairBacklog: s.backlog.Load(),
+		ScrubbedBytes: s.scrubbedBytes.Load(),
 	}
 }
 

@@ -94,8 +94,10 @@ type ChunkStats struct {
 	// Repaired chunks (and their bytes) were written back from a replica.
 	Repaired, RepairedBytes uint64
 	// RepairBacklog is the number of committed blobs this node has not
-	// verified yet, as of the repairer's last pass.
+	// verified yet, as of the repairer's last pass (-1 before its first).
 	RepairBacklog int64
+	// ScrubbedBytes were re-verified by the scrubber.
+	ScrubbedBytes uint64
 }
 
 // BlobInfo describes one committed version of a blob.

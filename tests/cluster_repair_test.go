@@ -130,3 +130,41 @@ func TestClusterRepair(t *testing.T) {
 	}
 	readEverywhere(t, c, want)
 }
+
+// TestClusterScrub: a chunk corrupted on one replica's disk after it was
+// verified is found and repaired by the scrubber, with no read asking for
+// it.
+func TestClusterScrub(t *testing.T) {
+	c := newCluster(t, 3, "-scrub-rate", "64MiB")
+	want := map[string][]byte{}
+	for i := range 4 {
+		key := fmt.Sprintf("scrub/%d", i)
+		want[key] = payload(seedOf(key), 300<<10) // streamed
+		c.nodes[c.leader()].put(t, key, want[key])
+	}
+	waitRepaired(t, c)
+	victim := (c.leader() + 1) % 3
+	c.stop(victim)
+	vol := filepath.Join(c.nodes[victim].dir, "volume.blob")
+	off := findInFile(t, vol, want["scrub/2"][5000:5064])
+	fh, err := os.OpenFile(vol, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.WriteAt([]byte{want["scrub/2"][5000] ^ 0x55}, off); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	c.start(victim)
+	n := c.nodes[victim]
+	waitFor(t, time.Minute, func() bool {
+		return n.metric(t, "blobnode_chunks_repaired_total") == "1"
+	}, func() string {
+		return "the scrubber did not repair the corrupt chunk: repaired " + n.metric(t, "blobnode_chunks_repaired_total") +
+			", scrubbed bytes " + n.metric(t, "blobnode_scrubbed_bytes_total")
+	})
+	if got := n.metric(t, "blobnode_chunks_corrupt_total"); got != "1" {
+		t.Fatalf("blobnode_chunks_corrupt_total = %s, want 1", got)
+	}
+	readEverywhere(t, c, want)
+}

@@ -82,6 +82,7 @@ type config struct {
 	clusterSecret string // file holding the secret every peer shares
 	advertiseAddr string // API address peers reach this node at ("": -http-addr)
 	join          string // API URL of a member to join through
+	scrubRate     int64  // bytes/s the scrubber re-verifies; 0: off
 }
 
 // parseConfig reads flags, falling back to BLOBNODE_* variables for flags
@@ -123,6 +124,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.clusterSecret, "cluster-secret-file", "", "file holding the secret every node of the group shares; required with peers")
 	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host:port at which peers reach this node's API (default: -http-addr)")
 	fs.StringVar(&c.join, "join", "", "API URL of a group member: ask the group to add this node as a voter")
+	scrubRate := fs.String("scrub-rate", "4MiB", "bytes per second the scrubber re-verifies stored blobs in a group (0: off)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -147,6 +149,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.maxBlobSize, err = parseSize(*maxBlob); err != nil {
 		return c, fmt.Errorf("-max-blob-size: %w", err)
+	}
+	if *scrubRate != "0" {
+		if c.scrubRate, err = parseSize(*scrubRate); err != nil {
+			return c, fmt.Errorf("-scrub-rate: %w", err)
+		}
 	}
 	if c.maxHeaderBytes, err = parseSize(*maxHeader); err != nil {
 		return c, fmt.Errorf("-max-header-bytes: %w", err)

@@ -122,9 +122,13 @@ func (m *nodeMetrics) watchStore(s *store.Store) {
 			Name: "blobnode_repair_bytes_total",
 			Help: "Bytes of the chunks counted by blobnode_chunks_repaired_total.",
 		}, func() float64 { return float64(s.ChunkStats().RepairedBytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_scrubbed_bytes_total",
+			Help: "Bytes of stored blobs the scrubber re-verified (-scrub-rate).",
+		}, func() float64 { return float64(s.ChunkStats().ScrubbedBytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "blobnode_repair_backlog_blobs",
-			Help: "Committed blobs this node has not verified it holds (under-replicated here), as of the repairer's last pass; 0 on a one-node group.",
+			Help: "Committed blobs this node has not verified it holds (under-replicated here), as of the repairer's last pass; -1 before its first, 0 on a one-node group.",
 		}, func() float64 { return float64(s.ChunkStats().RepairBacklog) }),
 	)
 }

@@ -357,7 +357,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		proposer, replicas, chunks = coord, coord, coord
 		m.watchCoordinator(coord)
 	}
-	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, Chunks: chunks, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
+	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, Chunks: chunks, ScrubRate: cfg.scrubRate, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
 	m.watchStore(s)
 	handler := api.NewHandler(s, api.Config{
