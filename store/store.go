@@ -113,7 +113,7 @@ type Store struct {
 	// Repair's counters: chunks written back from a replica, their
 	// bytes, and the blobs this node has not verified (last pass).
 	repaired, repairedBytes, scrubbedBytes atomic.Uint64
-	backlog                 atomic.Int64
+	backlog                                atomic.Int64
 
 	// live holds, for each upload in progress, the earliest deadline of
 	// the reservations it writes into; the reaper never expires one of
