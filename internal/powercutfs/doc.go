@@ -18,8 +18,9 @@
 // kept writes torn (Tear). A torn write lands only a prefix of its pieces,
 // the pieces being the write's range split at 512-byte sector boundaries
 // of the file; with probability 1/2 the piece after that prefix reads back
-// as garbage, bytes that are neither the old nor the new ones. A file
-// never grows past the bytes that landed.
+// as garbage, bytes that are neither the old nor the new ones. A torn
+// write grows the file only as far as the bytes that landed, a dropped
+// one not at all.
 //
 // Namespace. Creating a file, mkdir, unlink, rmdir and rename are unsynced
 // namespace operations, kept in one ordered log for the whole mount, as a

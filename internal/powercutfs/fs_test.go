@@ -6,8 +6,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -417,4 +419,35 @@ func TestCutFailsEveryOperation(t *testing.T) {
 	f.Close() // EIO or not: the descriptor is released either way
 	m.cut(DropAll, 1)
 	m.requireAbsent("f")
+}
+
+// The FUSE server's goroutines are the FS's: they are gone once it is
+// unmounted or cut.
+func TestNoGoroutineOutlivesTheMount(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("FUSE is not available here: %v", err)
+	}
+	backing, dir := t.TempDir(), t.TempDir()
+	before := runtime.NumGoroutine()
+	for i, end := range []func(*FS) error{
+		func(fs *FS) error { return fs.Unmount() },
+		func(fs *FS) error { _, err := fs.Cut(Tear, 1); return err },
+	} {
+		fs, err := Mount(backing, dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(t, os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644))
+		if err := end(fs); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			<-time.After(time.Millisecond) // poll: goroutines end without telling
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("end %d: %d goroutines, %d before the mount:\n%s", i, n, before, buf[:runtime.Stack(buf, true)])
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package powercutfs
 
 import (
-	"errors"
 	"os"
 	"slices"
 	"sync"
@@ -539,6 +538,3 @@ func (r *raw) StatFs(_ <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) f
 	}
 	return fuse.OK
 }
-
-// errDead is what an operation on a cut or unmounted FS returns.
-var errDead = errors.New("powercutfs: the file system was cut or unmounted")

@@ -107,6 +107,9 @@ type FS struct {
 	mounted bool // the server has not been stopped
 }
 
+// errDead: Cut on an FS that was already cut or unmounted.
+var errDead = errors.New("powercutfs: the file system was cut or unmounted")
+
 // Options configure a mount.
 type Options struct {
 	// Debug logs every FUSE request (go-fuse's log).
