@@ -417,6 +417,9 @@ func TestCutFailsEveryOperation(t *testing.T) {
 		t.Fatalf("fsync after the cut: %v, want EIO", err)
 	}
 	f.Close() // EIO or not: the descriptor is released either way
+	if _, err := m.fs.Cut(Mode(0), 1); err == nil {
+		t.Fatal("Cut with mode 0: no error")
+	}
 	m.cut(DropAll, 1)
 	m.requireAbsent("f")
 }

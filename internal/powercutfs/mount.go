@@ -181,6 +181,9 @@ func (fs *FS) Dir() string { return fs.dir }
 // or of the model's own invariants while the mount served.
 func (fs *FS) Cut(mode Mode, seed uint64) (Report, error) {
 	rep := Report{Mode: mode, Seed: seed}
+	if mode < DropAll || mode > Tear {
+		return rep, fmt.Errorf("powercutfs: cut: unknown mode %v", mode)
+	}
 	if fs.cut || !fs.mounted {
 		return rep, errDead
 	}
