@@ -66,9 +66,22 @@
 //   - Locks: flock and POSIX locks are the kernel's, local to the mount
 //     (they vanish with it, as with a reboot).
 //
+// # Serving
+//
 // Everything is served under one mutex, which also makes the cut a single
-// instant. The kernel caches pages, entries and attributes (writes go
-// through to the FS at once; FUSE without writeback caching), which is
-// coherent because every change passes through the kernel, and a cut ends
-// the mount and its caches.
+// instant. The kernel caches pages, entries and attributes, which is
+// coherent because every change passes through the kernel (FUSE without
+// writeback caching: a write goes into the page cache and on to the FS
+// before it returns), and a cut ends the mount and its caches. The page
+// cache is kept across opens and never dropped because an mtime or size
+// changed: the kernel copies a write into a cached page before it sends
+// it on, and a page dropped in that window would be fetched again from
+// the FS without the write and stay stale (bbolt, reading through mmap
+// while it writes with pwrite, then reads a page of zeros).
+//
+// A process must not fault on a mapping of a mount that it serves itself:
+// the faulting thread waits for the FUSE server, which cannot run while
+// the Go runtime waits for that thread to stop the world. Serve the mount
+// from the test and run what maps files (blobnode, bbolt) as another
+// process.
 package powercutfs

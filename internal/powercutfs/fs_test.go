@@ -2,11 +2,17 @@ package powercutfs
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -327,33 +333,6 @@ func TestUnlinkedOpenFile(t *testing.T) {
 	}
 }
 
-// bbolt reads through a shared read-only mapping while it writes with
-// pwrite; the mapping must see the writes, and the file must be a
-// regular file with the right size.
-func TestMmapSeesWrites(t *testing.T) {
-	m := newTestMount(t)
-	f := m.create("db")
-	must(t, f.Truncate(3*pageSize))
-	b, err := unix.Mmap(int(f.Fd()), 0, 3*pageSize, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	defer unix.Munmap(b)
-	writeAt(t, f, []byte("page one"), pageSize)
-	if string(b[pageSize:pageSize+8]) != "page one" {
-		t.Fatalf("mapping has %q", b[pageSize:pageSize+8])
-	}
-	writeAt(t, f, []byte("PAGE"), pageSize)
-	if string(b[pageSize:pageSize+8]) != "PAGE one" {
-		t.Fatalf("mapping has %q after an overwrite", b[pageSize:pageSize+8])
-	}
-	st, err := os.Stat(m.path("db"))
-	if err != nil || st.Size() != 3*pageSize || !st.Mode().IsRegular() {
-		t.Fatalf("stat: %v %v", st, err)
-	}
-}
-
 // A torn write through the mount: a prefix of sectors, then perhaps a
 // garbage piece, then the old bytes.
 func TestTearThroughMount(t *testing.T) {
@@ -452,5 +431,120 @@ func TestNoGoroutineOutlivesTheMount(t *testing.T) {
 			buf := make([]byte, 1<<16)
 			t.Fatalf("end %d: %d goroutines, %d before the mount:\n%s", i, n, before, buf[:runtime.Stack(buf, true)])
 		}
+	}
+}
+
+// mmapChildEnv names the file that TestMmapChild checks. A process must
+// never fault on a mapping of a mount it serves itself: the faulting
+// thread waits for the FUSE server, which cannot run while the Go runtime
+// waits for that thread to stop the world. So the mapping lives in a child
+// process (this test binary, run again).
+const mmapChildEnv = "POWERCUTFS_MMAP_CHILD"
+
+// bbolt's pattern under load: pages written with pwrite and read through a
+// shared mapping, while other handles open the file and stat it (bbolt's
+// snapshot streams the database through its own descriptor). The mapping
+// must never show a page older than a write that has returned: the
+// kernel's page cache must not be invalidated behind a write whose bytes
+// it holds but the FS has not yet received (the kernel then fetches the
+// page again from the FS and caches the old bytes for good).
+func TestMmapCoherentUnderConcurrentOpens(t *testing.T) {
+	m := newTestMount(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestMmapChild$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), mmapChildEnv+"="+m.path("db"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	t.Logf("child:\n%s", out)
+}
+
+// TestMmapChild is the child process of TestMmapCoherentUnderConcurrentOpens.
+func TestMmapChild(t *testing.T) {
+	path := os.Getenv(mmapChildEnv)
+	if path == "" {
+		t.Skip("the child process of TestMmapCoherentUnderConcurrentOpens")
+	}
+	const (
+		pages  = 64
+		rounds = 100
+	)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	must(t, f.Truncate(pages*pageSize))
+	mem, err := unix.Mmap(int(f.Fd()), 0, pages*pageSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+
+	var published [pages]atomic.Uint64 // each page's newest version whose write returned
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan string, 2)
+	report := func(s string) {
+		select {
+		case errs <- s:
+		default:
+		}
+	}
+	wg.Add(2)
+	go func() { // reader: every page is at least as new as published
+		defer wg.Done()
+		for i := 0; ; i = (i + 7) % pages {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			want := published[i].Load()
+			if got := binary.LittleEndian.Uint64(mem[i*pageSize:]); got < want {
+				report(fmt.Sprintf("page %d reads version %d through the mapping after version %d was written", i, got, want))
+				return
+			}
+		}
+	}()
+	go func() { // opener: what bbolt's snapshot and Stat do meanwhile
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			g, err := os.Open(path)
+			if err != nil {
+				report(err.Error())
+				return
+			}
+			g.Stat()
+			g.Close()
+		}
+	}()
+	page := make([]byte, pageSize)
+	for v := uint64(1); v <= rounds && len(errs) == 0; v++ {
+		for i := range pages {
+			binary.LittleEndian.PutUint64(page, v)
+			if _, err := f.WriteAt(page, int64(i*pageSize)); err != nil {
+				t.Fatal(err)
+			}
+			published[i].Store(v)
+		}
+	}
+	close(done)
+	wg.Wait()
+	select {
+	case e := <-errs:
+		t.Fatal(e)
+	default:
+	}
+	st, err := f.Stat()
+	if err != nil || st.Size() != pages*pageSize {
+		t.Fatalf("stat: %v %v", st, err)
 	}
 }

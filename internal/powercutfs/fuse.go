@@ -11,6 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// openFlags keep the kernel's page cache of a file across opens. Every
+// change to a file's bytes passes through that cache (writes go through it
+// to the FS), so it is never stale while the mount lives; and it must not
+// be dropped behind a write: the kernel copies a write into the cache and
+// only then sends it to the FS, so a page invalidated in between (as an
+// open without FOPEN_KEEP_CACHE does) is fetched again from the FS without
+// the write and cached stale for good.
+const openFlags = fuse.FOPEN_KEEP_CACHE
+
 // cacheTimeout is how long the kernel may cache entries and attributes.
 // Every change goes through the kernel, so its caches are never stale
 // while a mount lives; a cut ends the mount and with it the caches.
@@ -193,6 +202,7 @@ func (r *raw) Create(_ <-chan struct{}, in *fuse.CreateIn, name string, out *fus
 		return st
 	}
 	r.s.entry(n, &out.EntryOut)
+	out.OpenOut = fuse.OpenOut{OpenFlags: openFlags}
 	return fuse.OK
 }
 
@@ -350,7 +360,7 @@ func (r *raw) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.S
 			return r.s.fail(err)
 		}
 	}
-	*out = fuse.OpenOut{}
+	*out = fuse.OpenOut{OpenFlags: openFlags}
 	return fuse.OK
 }
 

@@ -144,12 +144,15 @@ func Mount(backing, dir string, opt Options) (*FS, error) {
 	}
 	s := &state{uid: uint32(os.Getuid()), gid: uint32(os.Getgid()), ns: ns}
 	srv, err := fuse.NewServer(&raw{RawFileSystem: fuse.NewDefaultRawFileSystem(), s: s}, dir, &fuse.MountOptions{
-		FsName:             "powercutfs:" + backing,
-		Name:               "powercutfs",
-		DirectMount:        true,
-		DisableXAttrs:      true,
-		DisableReadDirPlus: true,
-		Debug:              opt.Debug,
+		FsName:      "powercutfs:" + backing,
+		Name:        "powercutfs",
+		DirectMount: true,
+		// See openFlags: the kernel must not drop cached pages because a
+		// file's mtime or size changed; it saw every change itself.
+		ExplicitDataCacheControl: true,
+		DisableXAttrs:            true,
+		DisableReadDirPlus:       true,
+		Debug:                    opt.Debug,
 	})
 	if err != nil {
 		ns.closeAll()
