@@ -106,9 +106,13 @@ type crashLoad struct {
 	loadTime   time.Duration // load at least this long before the stop
 	minAcked   int           // and until this many writes were acknowledged
 	maxPerWork int           // requests per worker, at most
+	// ready, if set, must also hold before the stop (it runs on the test
+	// goroutine, between polls).
+	ready func() bool
 }
 
-// run loads n, then, with at least half the workers' requests in flight,
+// run loads n, then, with at least half the workers' requests in flight
+// (and ready holding),
 // calls stop, which must end the node abruptly (SIGKILL, a power cut). It
 // waits for the workers and folds what they saw into known: an
 // acknowledged write fixes its key's state, an unacknowledged one adds a
@@ -188,7 +192,8 @@ func (l crashLoad) run(t *testing.T, n *node, cycle int, known map[string][]blob
 	// stop the node while requests are in flight.
 	start := time.Now()
 	deadline := start.Add(l.loadTime + 20*time.Second)
-	for (time.Since(start) < l.loadTime || ackCount.Load() < int64(l.minAcked)) && time.Now().Before(deadline) {
+	for (time.Since(start) < l.loadTime || ackCount.Load() < int64(l.minAcked) || (l.ready != nil && !l.ready())) &&
+		time.Now().Before(deadline) {
 		waitTick(nil)
 	}
 	for inflight.Load() < int64(l.workers/2) && time.Now().Before(deadline) {

@@ -90,7 +90,9 @@ func TestPowerCut(t *testing.T) {
 	pm := newPowerMount(t)
 	n := newNodeIn(t, pm.dir, "-reservation-ttl", "1h",
 		"-snapshot-threshold", "200", "-snapshot-interval", "200ms", "-trailing-logs", "50")
-	load := crashLoad{workers: 8, loadTime: time.Second, minAcked: 40, maxPerWork: 1000}
+	load := crashLoad{workers: 8, loadTime: time.Second, minAcked: 40, maxPerWork: 1000,
+		// Cut only once a snapshot exists, so that recovery must restore one.
+		ready: func() bool { return n.lastSnapshotIndex(t) > 0 }}
 	known := map[string][]blobState{}
 
 	for cycle, mode := range powercutfs.Modes() {
@@ -99,6 +101,11 @@ func TestPowerCut(t *testing.T) {
 		}
 		var rep powercutfs.Report
 		load.run(t, n, cycle, known, func() {
+			if !n.running() {
+				// Say why the node died, with the FS's own failure if any.
+				_, err := pm.fs.Cut(mode, seed+uint64(cycle))
+				t.Fatalf("cycle %d: blobnode exited under load before the cut: %v (powercutfs: %v)", cycle, n.waitErr, err)
+			}
 			n.kill()
 			rep = pm.cut(mode, seed+uint64(cycle))
 		})
