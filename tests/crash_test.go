@@ -14,7 +14,6 @@ import (
 	"time"
 )
 
-// crashBody is a body derived from name: 1 to 64 KiB.
 // crashBody is name's body: mostly 1-64 KiB (those up to 16 KiB travel
 // inline in their Raft entry, the others stream into pooled reservations),
 // and one in eight 64-192 KiB. Streamed blobs often reuse the pages of
@@ -68,11 +67,8 @@ func crashKill9(t *testing.T, wantSnapshots bool, extraArgs ...string) {
 	const (
 		cycles     = 4
 		doubleKill = 1 // after this cycle's check the node keeps running into the next kill
-		workers    = 16
-		loadTime   = 3 * time.Second
-		minAcked   = 50
-		maxPerWork = 5000
 	)
+	load := crashLoad{workers: 16, loadTime: 3 * time.Second, minAcked: 50, maxPerWork: 5000}
 	// 2 GiB: four cycles of this load must not fill the volume.
 	n := newNode(t, append([]string{"-reservation-ttl", "1h", "-volume-size", "2GiB"}, extraArgs...)...)
 	// known holds, for every key any client ever wrote, the states it may
@@ -83,122 +79,7 @@ func crashKill9(t *testing.T, wantSnapshots bool, extraArgs ...string) {
 		if !n.running() {
 			n.start()
 		}
-		var (
-			ackCount atomic.Int64
-			inflight atomic.Int64
-			killed   atomic.Bool
-			wg       sync.WaitGroup
-			ops      = make([][]crashOp, workers)
-			bad      = make([]string, workers) // an unexpected answer before the kill
-		)
-		ctx, cancel := context.WithCancel(context.Background())
-		client := n.client
-		for w := range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(cycle), uint64(w)))
-				var live []string // keys of this worker whose last write was acknowledged
-				for i := 0; i < maxPerWork && ctx.Err() == nil; i++ {
-					op := crashOp{key: fmt.Sprintf("crash/c%d/w%02d/%05d", cycle, w, i)}
-					method, want := http.MethodPut, http.StatusCreated
-					var body []byte
-					switch {
-					case i%8 == 5 && len(live) > 0: // replace
-						op.key = live[rng.IntN(len(live))]
-						body = crashBody(fmt.Sprintf("%s#%d", op.key, i))
-					case i%8 == 7 && len(live) > 0: // delete
-						j := rng.IntN(len(live))
-						op.key = live[j]
-						live = slices.Delete(live, j, j+1)
-						method, want = http.MethodDelete, http.StatusNoContent
-					default:
-						body = crashBody(op.key)
-					}
-					if body != nil {
-						op.after = blobState{exists: true, size: int64(len(body)), sum: sha256Of(body)}
-					}
-					ops[w] = append(ops[w], op)
-					rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-					req, _ := http.NewRequestWithContext(rctx, method, n.base+blobPath(op.key), bytes.NewReader(body))
-					inflight.Add(1)
-					resp, err := client.Do(req)
-					var status int
-					if err == nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						status = resp.StatusCode
-					}
-					inflight.Add(-1)
-					rcancel()
-					if status != want {
-						// Unacknowledged: the worker stops, so each worker
-						// leaves at most one key in doubt.
-						if !killed.Load() {
-							bad[w] = fmt.Sprintf("%s %q: status %d, err %v", method, op.key, status, err)
-						}
-						return
-					}
-					ops[w][len(ops[w])-1].acked = true
-					ackCount.Add(1)
-					if method == http.MethodPut && !slices.Contains(live, op.key) {
-						live = append(live, op.key)
-					}
-				}
-			}()
-		}
-
-		// Load for loadTime (and until some writes were acknowledged), then
-		// kill while requests are in flight.
-		start := time.Now()
-		deadline := start.Add(loadTime + 20*time.Second)
-		for (time.Since(start) < loadTime || ackCount.Load() < minAcked) && time.Now().Before(deadline) {
-			waitTick(nil)
-		}
-		for inflight.Load() < workers/2 && time.Now().Before(deadline) {
-			waitTick(nil)
-		}
-		killed.Store(true)
-		inflightAtKill := inflight.Load()
-		n.kill()
-		cancel()
-		waited := make(chan struct{})
-		go func() { wg.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(time.Minute):
-			t.Fatal("workers still running a minute after the kill")
-		}
-		for _, b := range bad {
-			if b != "" {
-				t.Errorf("cycle %d: before the kill: %s", cycle, b)
-			}
-		}
-		sent, doubt := 0, 0
-		for _, wops := range ops {
-			for _, op := range wops {
-				sent++
-				if op.acked {
-					known[op.key] = []blobState{op.after}
-				} else {
-					before, ok := known[op.key]
-					if !ok {
-						before = []blobState{{}} // a new key: absent
-					}
-					known[op.key] = append(before, op.after)
-					doubt++
-				}
-			}
-		}
-		t.Logf("cycle %d: %d of %d writes acknowledged in %v; %d in flight at SIGKILL, %d keys in doubt",
-			cycle, ackCount.Load(), sent, time.Since(start).Round(time.Millisecond), inflightAtKill, doubt)
-		if ackCount.Load() < minAcked {
-			t.Fatalf("cycle %d: only %d writes acknowledged before the kill", cycle, ackCount.Load())
-		}
-		if t.Failed() {
-			t.FailNow()
-		}
-
+		load.run(t, n, cycle, known, n.kill)
 		n.start()
 		if wantSnapshots {
 			// The node recovered from a snapshot, not from the log alone.
@@ -214,6 +95,149 @@ func crashKill9(t *testing.T, wantSnapshots bool, extraArgs ...string) {
 		if t.Failed() {
 			t.FailNow()
 		}
+	}
+}
+
+// crashLoad is the client side of one cycle of a crash test: workers send
+// PUTs (crashBody: inline and streamed sizes), replacements and DELETEs
+// under crash/c<cycle>/, until the node is stopped under them.
+type crashLoad struct {
+	workers    int
+	loadTime   time.Duration // load at least this long before the stop
+	minAcked   int           // and until this many writes were acknowledged
+	maxPerWork int           // requests per worker, at most
+	// ready, if set, must also hold before the stop (it runs on the test
+	// goroutine, between polls).
+	ready func() bool
+}
+
+// run loads n, then, with at least half the workers' requests in flight
+// (and ready holding),
+// calls stop, which must end the node abruptly (SIGKILL, a power cut). It
+// waits for the workers and folds what they saw into known: an
+// acknowledged write fixes its key's state, an unacknowledged one adds a
+// possible state. Each worker stops at its first unacknowledged request,
+// so each leaves at most one key in doubt; an unexpected answer before the
+// stop fails the test. The load is bounded by maxPerWork and by loadTime
+// plus 20 s.
+func (l crashLoad) run(t *testing.T, n *node, cycle int, known map[string][]blobState, stop func()) {
+	t.Helper()
+	var (
+		ackCount atomic.Int64
+		inflight atomic.Int64
+		stopped  atomic.Bool
+		wg       sync.WaitGroup
+		ops      = make([][]crashOp, l.workers)
+		bad      = make([]string, l.workers) // an unexpected answer before the stop
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := n.client
+	for w := range l.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(cycle), uint64(w)))
+			var live []string // keys of this worker whose last write was acknowledged
+			for i := 0; i < l.maxPerWork && ctx.Err() == nil; i++ {
+				op := crashOp{key: fmt.Sprintf("crash/c%d/w%02d/%05d", cycle, w, i)}
+				method, want := http.MethodPut, http.StatusCreated
+				var body []byte
+				switch {
+				case i%8 == 5 && len(live) > 0: // replace
+					op.key = live[rng.IntN(len(live))]
+					body = crashBody(fmt.Sprintf("%s#%d", op.key, i))
+				case i%8 == 7 && len(live) > 0: // delete
+					j := rng.IntN(len(live))
+					op.key = live[j]
+					live = slices.Delete(live, j, j+1)
+					method, want = http.MethodDelete, http.StatusNoContent
+				default:
+					body = crashBody(op.key)
+				}
+				if body != nil {
+					op.after = blobState{exists: true, size: int64(len(body)), sum: sha256Of(body)}
+				}
+				ops[w] = append(ops[w], op)
+				rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+				req, _ := http.NewRequestWithContext(rctx, method, n.base+blobPath(op.key), bytes.NewReader(body))
+				inflight.Add(1)
+				resp, err := client.Do(req)
+				var status int
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				inflight.Add(-1)
+				rcancel()
+				if status != want {
+					// Unacknowledged: the worker stops, so each worker
+					// leaves at most one key in doubt.
+					if !stopped.Load() {
+						bad[w] = fmt.Sprintf("%s %q: status %d, err %v", method, op.key, status, err)
+					}
+					return
+				}
+				ops[w][len(ops[w])-1].acked = true
+				ackCount.Add(1)
+				if method == http.MethodPut && !slices.Contains(live, op.key) {
+					live = append(live, op.key)
+				}
+			}
+		}()
+	}
+
+	// Load for loadTime (and until some writes were acknowledged), then
+	// stop the node while requests are in flight.
+	start := time.Now()
+	deadline := start.Add(l.loadTime + 20*time.Second)
+	for (time.Since(start) < l.loadTime || ackCount.Load() < int64(l.minAcked) || (l.ready != nil && !l.ready())) &&
+		time.Now().Before(deadline) {
+		waitTick(nil)
+	}
+	for inflight.Load() < int64(l.workers/2) && time.Now().Before(deadline) {
+		waitTick(nil)
+	}
+	stopped.Store(true)
+	inflightAtStop := inflight.Load()
+	stop()
+	cancel()
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(time.Minute):
+		t.Fatal("workers still running a minute after the node was stopped")
+	}
+	for _, b := range bad {
+		if b != "" {
+			t.Errorf("cycle %d: before the stop: %s", cycle, b)
+		}
+	}
+	sent, doubt := 0, 0
+	for _, wops := range ops {
+		for _, op := range wops {
+			sent++
+			if op.acked {
+				known[op.key] = []blobState{op.after}
+			} else {
+				before, ok := known[op.key]
+				if !ok {
+					before = []blobState{{}} // a new key: absent
+				}
+				known[op.key] = append(before, op.after)
+				doubt++
+			}
+		}
+	}
+	t.Logf("cycle %d: %d of %d writes acknowledged in %v; %d in flight at the stop, %d keys in doubt",
+		cycle, ackCount.Load(), sent, time.Since(start).Round(time.Millisecond), inflightAtStop, doubt)
+	if ackCount.Load() < int64(l.minAcked) {
+		t.Fatalf("cycle %d: only %d writes acknowledged before the stop", cycle, ackCount.Load())
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 }
 
