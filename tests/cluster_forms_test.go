@@ -31,9 +31,14 @@ func TestClusterForms(t *testing.T) {
 		if s.State != want || s.Leader.ID != c.ids[l] {
 			t.Errorf("%s: state %q, leader %q; want %q, leader %q", c.ids[i], s.State, s.Leader.ID, want, c.ids[l])
 		}
-		if s.CommitIndex == 0 || s.AppliedIndex == 0 {
-			t.Errorf("%s: commit index %d, applied index %d: nothing committed", c.ids[i], s.CommitIndex, s.AppliedIndex)
-		}
+		// A follower learns of the leader's entries a moment after it
+		// learns of the leader.
+		waitFor(t, readyTimeout, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			s, err := c.status(ctx, i)
+			return err == nil && s.CommitIndex > 0 && s.AppliedIndex > 0
+		}, func() string { return c.ids[i] + ": nothing committed" })
 		if r := c.node(i).do(t, http.MethodGet, "/readyz", nil); r.status != http.StatusOK {
 			t.Errorf("%s: /readyz %v", c.ids[i], r)
 		}

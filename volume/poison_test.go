@@ -19,22 +19,21 @@ func TestFailedWritebackPoisonsEveryCaller(t *testing.T) {
 		name string
 		// takeError runs the sync that receives the writeback error.
 		takeError func(v *Volume) error
-		// later are the syncs that must fail after it.
-		later map[string]func(v *Volume) error
+		// later are the syncs that must fail after it, in order.
+		later []namedSync
 	}{
 		{
 			name:      "journal-takes-the-error",
 			takeError: commitOne,
-			later: map[string]func(v *Volume) error{
-				"SyncData": syncData, "Sync": (*Volume).Sync, "journal": commitOne,
-			},
+			later:     []namedSync{{"SyncData", syncData}, {"Sync", (*Volume).Sync}, {"journal", commitOne}},
 		},
 		{
 			name:      "data-sync-takes-the-error",
 			takeError: syncData,
-			later: map[string]func(v *Volume) error{
-				"journal": commitOne, "Checkpoint": checkpoint, "SyncData": syncData,
-			},
+			// A checkpoint with nothing logged since the last one syncs
+			// nothing and vouches for nothing new, so it comes after a
+			// commit that logged something.
+			later: []namedSync{{"journal", commitOne}, {"Checkpoint", checkpoint}, {"SyncData", syncData}},
 		},
 	}
 	for _, tt := range tests {
@@ -59,9 +58,9 @@ func TestFailedWritebackPoisonsEveryCaller(t *testing.T) {
 			}
 			// The device itself would now sync fine: only the volume
 			// remembers.
-			for name, sync := range tt.later {
-				if err := sync(v); !errors.Is(err, ErrPoisoned) {
-					t.Errorf("%s after the failure: %v, want ErrPoisoned", name, err)
+			for _, s := range tt.later {
+				if err := s.sync(v); !errors.Is(err, ErrPoisoned) {
+					t.Errorf("%s after the failure: %v, want ErrPoisoned", s.name, err)
 				}
 			}
 			if err := v.Close(); !errors.Is(err, ErrPoisoned) {
@@ -107,6 +106,11 @@ func TestFailSyncOnceReportsOnce(t *testing.T) {
 	if err := d.Sync(); err != nil {
 		t.Fatalf("second sync: %v, want success (the error is reported once)", err)
 	}
+}
+
+type namedSync struct {
+	name string
+	sync func(v *Volume) error
 }
 
 func commitOne(v *Volume) error {
