@@ -13,6 +13,9 @@
 //	GET    /readyz        "ok" when Config.Ready returns nil, else 503
 //	GET    /metrics       Prometheus exposition of Config.Gatherer
 //	GET    /cluster       JSON of Config.Status()
+//	DELETE /cluster/nodes/{id}  Config.RemoveNode (admin)       204, 404
+//	*      /peer/...      Config.Peer: the peer API of a group (package cluster),
+//	                      authenticated by the cluster secret, not by tokens
 //
 // # Authentication
 //
