@@ -434,3 +434,50 @@ func checkBolt(bdb *bbolt.DB, withLocal bool) error {
 	errs = append(errs, tx.check(withLocal)...)
 	return errors.Join(errs...)
 }
+
+// LocalMarks are the node-local marks (key -> the version this node
+// holds verified data for) of a catalog file opened read-only: the catalog
+// an unclean start set aside, whose marks still describe the volume.
+type LocalMarks struct {
+	bdb *bbolt.DB
+}
+
+// OpenLocalMarks opens the catalog file at path read-only for its marks.
+func OpenLocalMarks(path string) (*LocalMarks, error) {
+	bdb, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: open the local marks of %s: %w", path, err)
+	}
+	return &LocalMarks{bdb: bdb}, nil
+}
+
+// Version returns the version key was marked at (ok false: not marked, or
+// the file cannot be read).
+func (m *LocalMarks) Version(key string) (version uint64, ok bool) {
+	_ = m.bdb.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket([]byte(bucketLocal))
+		if b == nil {
+			return nil
+		}
+		if v := b.Get([]byte(key)); len(v) == 8 {
+			version, ok = binary.BigEndian.Uint64(v), true
+		}
+		return nil
+	})
+	return version, ok
+}
+
+// Len returns the number of marks.
+func (m *LocalMarks) Len() int {
+	n := 0
+	_ = m.bdb.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket([]byte(bucketLocal)); b != nil {
+			n = b.Stats().KeyN
+		}
+		return nil
+	})
+	return n
+}
+
+// Close closes the file.
+func (m *LocalMarks) Close() error { return m.bdb.Close() }

@@ -307,3 +307,40 @@ func TestOpenRecreatesLocalBucket(t *testing.T) {
 	})
 	mustUpdate(t, db, func(tx *Tx) error { return tx.MarkLocal("a", 1) })
 }
+
+// TestOldLocalMarks: the marks of a catalog set aside are read back by key.
+func TestOldLocalMarks(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.db")
+	db, err := Open(old, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range []string{"a", "b"} {
+		if err := db.Update(func(tx *Tx) error {
+			if err := tx.PutBlob(Blob{Key: k, Version: uint64(i + 1), Size: 1, ChunkSize: 1, Extents: []Extent{{Offset: 4096 * int64(i+1), Length: 4096}}, Checksums: []uint32{1}}); err != nil {
+				return err
+			}
+			return tx.MarkLocal(k, uint64(i+1))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := OpenLocalMarks(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if v, ok := m.Version("b"); !ok || v != 2 {
+		t.Fatalf("b: %d %v", v, ok)
+	}
+	if _, ok := m.Version("z"); ok {
+		t.Fatal("z is marked")
+	}
+	if _, err := OpenLocalMarks(filepath.Join(dir, "missing.db")); err == nil {
+		t.Fatal("marks of a missing file")
+	}
+}

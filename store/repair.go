@@ -223,6 +223,15 @@ func (s *Store) repairBlob(ctx context.Context, b catalog.Blob) error {
 	if b.Version > s.fsm.Applied() {
 		return nil // its inline bytes may not be written yet
 	}
+	if s.cfg.OldMarks != nil {
+		if v, ok := s.cfg.OldMarks(b.Key); ok && v == b.Version {
+			err := s.fsm.MarkLocal(b.Key, b.Version)
+			if err == nil {
+				s.inherited.Add(1)
+			}
+			return err
+		}
+	}
 	bad, err := Verify(s.vol, b)
 	if err != nil {
 		return err

@@ -83,6 +83,12 @@ type Config struct {
 	// Chunks, in a group, fetches chunks from replicas for read repair and
 	// the repairer (nil: a one-node group, nothing to repair from).
 	Chunks ChunkSource
+	// OldMarks, after an unclean start, says which version of a key this
+	// node held verified data for before it (the catalog set aside): the
+	// bytes were durable when marked (a streamed blob's before its Commit,
+	// a repaired one's before the mark, an inline one's replayed from the
+	// log), so the repairer marks such a blob again without reading it.
+	OldMarks func(key string) (version uint64, ok bool)
 	// ScrubRate is the bytes per second the scrubber re-verifies (and
 	// repairs) once the repair backlog is empty, in a group (<= 0: off).
 	ScrubRate int64
@@ -112,8 +118,8 @@ type Store struct {
 	corrupt, readErrors atomic.Uint64
 	// Repair's counters: chunks written back from a replica, their
 	// bytes, and the blobs this node has not verified (last pass).
-	repaired, repairedBytes, scrubbedBytes atomic.Uint64
-	backlog                                atomic.Int64
+	repaired, repairedBytes, scrubbedBytes, inherited atomic.Uint64
+	backlog                                           atomic.Int64
 
 	// live holds, for each upload in progress, the earliest deadline of
 	// the reservations it writes into; the reaper never expires one of
@@ -194,7 +200,7 @@ func (s *Store) ChunkStats() ChunkStats {
 	return ChunkStats{
 		Corrupt: s.corrupt.Load(), ReadErrors: s.readErrors.Load(),
 		Repaired: s.repaired.Load(), RepairedBytes: s.repairedBytes.Load(), RepairBacklog: s.backlog.Load(),
-		ScrubbedBytes: s.scrubbedBytes.Load(),
+		ScrubbedBytes: s.scrubbedBytes.Load(), InheritedMarks: s.inherited.Load(),
 	}
 }
 

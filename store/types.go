@@ -98,6 +98,9 @@ type ChunkStats struct {
 	RepairBacklog int64
 	// ScrubbedBytes were re-verified by the scrubber.
 	ScrubbedBytes uint64
+	// InheritedMarks are blobs marked verified again after an unclean
+	// start from the old catalog's marks (Config.OldMarks), unread.
+	InheritedMarks uint64
 }
 
 // BlobInfo describes one committed version of a blob.

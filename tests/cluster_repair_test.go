@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -81,6 +82,7 @@ func TestClusterRepair(t *testing.T) {
 	}
 	write("all-up", 0, 10)
 	readEverywhere(t, c, want)
+	waitRepaired(t, c) // every node has marked the ten verified
 
 	// A follower killed: the others take the writes; back up, it catches
 	// up from the log (or a snapshot) and repairs the bytes it missed.
@@ -98,6 +100,11 @@ func TestClusterRepair(t *testing.T) {
 	c.start(f)
 	waitRepaired(t, c)
 	readEverywhere(t, c, want)
+	// The unclean restart kept which blobs it held verified: the ten of
+	// before the kill are marked again without being read.
+	if got, _ := strconv.Atoi(c.nodes[f].metric(t, "blobnode_repair_inherited_marks_total")); got < 10 {
+		t.Errorf("%s marked %d blobs from its old catalog's marks; want (at least) the 10 verified before the kill", c.ids[f], got)
+	}
 
 	// A node wiped: it rejoins with no state at all and repairs everything.
 	w := (c.leader() + 2) % 3

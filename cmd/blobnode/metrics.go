@@ -123,6 +123,10 @@ func (m *nodeMetrics) watchStore(s *store.Store) {
 			Help: "Bytes of the chunks counted by blobnode_chunks_repaired_total.",
 		}, func() float64 { return float64(s.ChunkStats().RepairedBytes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_repair_inherited_marks_total",
+			Help: "Blobs marked held verified again after an unclean start from the old catalog's marks, without reading them.",
+		}, func() float64 { return float64(s.ChunkStats().InheritedMarks) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "blobnode_scrubbed_bytes_total",
 			Help: "Bytes of stored blobs the scrubber re-verified (-scrub-rate).",
 		}, func() float64 { return float64(s.ChunkStats().ScrubbedBytes) }),

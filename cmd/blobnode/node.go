@@ -344,6 +344,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		return fmt.Errorf("start: %w", err)
 	}
 
+	var oldMarks func(string) (uint64, bool)
+	if grouped && st.unclean {
+		if m, err := catalog.OpenLocalMarks(filepath.Join(cfg.dataDir, catalogFile+".unclean")); err != nil {
+			log.Warn("unclean start: the verified marks of the old catalog cannot be read; every blob will be verified again", "err", err)
+		} else {
+			defer m.Close()
+			oldMarks = m.Version
+			log.Info("unclean start: the old catalog's verified marks stand for blobs still current", "marks", m.Len())
+		}
+	}
 	var proposer store.Proposer = node
 	var replicas store.Replicator
 	var chunks store.ChunkSource
@@ -357,7 +367,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		proposer, replicas, chunks = coord, coord, coord
 		m.watchCoordinator(coord)
 	}
-	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, Chunks: chunks, ScrubRate: cfg.scrubRate, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
+	s := store.New(proposer, fsm, st.vol, store.Config{Replicas: replicas, Chunks: chunks, ScrubRate: cfg.scrubRate, OldMarks: oldMarks, ReservationTTL: cfg.reservationTTL, Logger: log, ObserveStage: m.observeStage})
 	defer s.Close()
 	m.watchStore(s)
 	handler := api.NewHandler(s, api.Config{
