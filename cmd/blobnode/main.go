@@ -5,6 +5,11 @@
 //
 // Every flag has a BLOBNODE_* environment equivalent (-data-dir is
 // BLOBNODE_DATA_DIR); a flag given on the command line wins.
+//
+// Logs go to stderr, one record a line, as JSON or as slog's key=value
+// text (-log-format json|text; by default text when stderr is a terminal,
+// JSON when it is not). Raft's own records are structured the same way,
+// with logger=raft.
 package main
 
 import (
@@ -32,7 +37,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "blobnode:", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	log := newLogger(os.Stderr, cfg.logFormat, cfg.logLevel, isTerminal(os.Stderr))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
@@ -53,7 +58,8 @@ type config struct {
 	reservationTTL time.Duration
 	shutdownGrace  time.Duration
 	logLevel       slog.Level
-	readOnly       bool // fsck: look, change nothing
+	logFormat      string // logJSON, logText or logAuto
+	readOnly       bool   // fsck: look, change nothing
 	pprofAddr      string
 	zeroVolume     bool
 	snapThreshold  uint64
@@ -124,6 +130,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host:port at which peers reach this node's API (default: -http-addr)")
 	fs.StringVar(&c.join, "join", "", "API URL of a group member: ask the group to add this node as a voter")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", logAuto, "json, text, or auto: text when stderr is a terminal, json otherwise")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -173,6 +180,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
+	}
+	if err := checkLogFormat(c.logFormat); err != nil {
+		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
