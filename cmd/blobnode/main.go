@@ -2,9 +2,16 @@
 //
 //	blobnode [flags]              serve (formats the volume on first start)
 //	blobnode fsck -data-dir D     offline consistency check of a stopped node
+//	blobnode health [-addr URL]   is the node at URL ready? exit 0 yes, 1 no
 //
 // Every flag has a BLOBNODE_* environment equivalent (-data-dir is
 // BLOBNODE_DATA_DIR); a flag given on the command line wins.
+//
+// health asks GET /readyz of -addr (default http://127.0.0.1:8080,
+// BLOBNODE_HEALTH_ADDR) within -timeout (3s, BLOBNODE_HEALTH_TIMEOUT) and
+// prints one line: "ready", "not ready: 503 no Raft leader", or
+// "unreachable: dial tcp 127.0.0.1:8080: connect: connection refused".
+// It is pure Go, the healthcheck of the FROM scratch image in deploy/.
 //
 // Logs go to stderr, one record a line, as JSON or as slog's key=value
 // text (-log-format json|text; by default text when stderr is a terminal,
@@ -28,6 +35,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "fsck" {
 		os.Exit(runFsck(os.Args[2:], os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(runHealth(os.Args[2:], os.Getenv, os.Stdout))
 	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if err != nil {
