@@ -172,7 +172,7 @@ up() {
 		if ((SECONDS >= deadline)); then
 			echo "cluster.sh: the group is not ready after ${up_timeout}s: $why" >&2
 			compose ps >&2 || true
-			compose logs --tail=20 >&2 || true
+			compose logs --no-color --tail=20 >&2 || true
 			exit 1
 		fi
 		sleep 1
