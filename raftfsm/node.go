@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -135,10 +134,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if adv == "" {
 		adv = cfg.BindAddr
 	}
-	addr, err := net.ResolveTCPAddr("tcp", adv)
-	if err == nil && addr.Port == 0 {
-		err = errors.New("port 0 cannot be advertised to peers")
-	}
+	addr, err := advertiseAddr(adv, cfg.PeerAuth)
 	if err != nil {
 		store.Close()
 		meta.Close()

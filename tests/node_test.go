@@ -240,7 +240,9 @@ func (n *node) launch() {
 }
 
 // nodeEnv is the test's environment without BLOBNODE_* variables, so a
-// developer's settings cannot change what a test starts.
+// developer's settings cannot change what a test starts, and with text
+// logs (the default for a log file is JSON), which tests read with
+// strings.Contains.
 func nodeEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -248,7 +250,7 @@ func nodeEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	return env
+	return append(env, "BLOBNODE_LOG_FORMAT=text")
 }
 
 // newClient returns a client for one node; tlsCfg is for HTTPS (nil: the

@@ -2,9 +2,21 @@
 //
 //	blobnode [flags]              serve (formats the volume on first start)
 //	blobnode fsck -data-dir D     offline consistency check of a stopped node
+//	blobnode health [-addr URL]   is the node at URL ready? exit 0 yes, 1 no
 //
 // Every flag has a BLOBNODE_* environment equivalent (-data-dir is
 // BLOBNODE_DATA_DIR); a flag given on the command line wins.
+//
+// health asks GET /readyz of -addr (default http://127.0.0.1:8080,
+// BLOBNODE_HEALTH_ADDR) within -timeout (3s, BLOBNODE_HEALTH_TIMEOUT) and
+// prints one line: "ready", "not ready: 503 no Raft leader", or
+// "unreachable: dial tcp 127.0.0.1:8080: connect: connection refused".
+// It is pure Go, the healthcheck of the FROM scratch image in deploy/.
+//
+// Logs go to stderr, one record a line, as JSON or as slog's key=value
+// text (-log-format json|text; by default text when stderr is a terminal,
+// JSON when it is not). Raft's own records are structured the same way,
+// with logger=raft.
 package main
 
 import (
@@ -24,6 +36,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "fsck" {
 		os.Exit(runFsck(os.Args[2:], os.Stdout))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(runHealth(os.Args[2:], os.Getenv, os.Stdout))
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -32,7 +47,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "blobnode:", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	log := newLogger(os.Stderr, cfg.logFormat, cfg.logLevel, isTerminal(os.Stderr))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
@@ -53,7 +68,8 @@ type config struct {
 	reservationTTL time.Duration
 	shutdownGrace  time.Duration
 	logLevel       slog.Level
-	readOnly       bool // fsck: look, change nothing
+	logFormat      string // logJSON, logText or logAuto
+	readOnly       bool   // fsck: look, change nothing
 	pprofAddr      string
 	zeroVolume     bool
 	snapThreshold  uint64
@@ -126,6 +142,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.join, "join", "", "API URL of a group member: ask the group to add this node as a voter")
 	scrubRate := fs.String("scrub-rate", "4MiB", "bytes per second the scrubber re-verifies stored blobs in a group (0: off)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", logAuto, "json, text, or auto: text when stderr is a terminal, json otherwise")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -180,6 +197,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if err := c.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return c, fmt.Errorf("-log-level: %w", err)
+	}
+	if err := checkLogFormat(c.logFormat); err != nil {
+		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))

@@ -562,6 +562,7 @@ func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any
 			v, _ := strconv.ParseUint(r.Stats()["last_snapshot_index"], 10, 64)
 			return v
 		}(),
+		"term":           raftTerm(r),
 		"nodes":          members(context.Background(), node, apiAddr),
 		"repair_backlog": s.ChunkStats().RepairBacklog,
 		"volume": map[string]any{
@@ -603,4 +604,10 @@ func syncDir(dir string) error {
 		return err
 	}
 	return errors.Join(d.Sync(), d.Close())
+}
+
+// raftTerm is the current term as r knows it (its Stats carry it).
+func raftTerm(r *raft.Raft) uint64 {
+	v, _ := strconv.ParseUint(r.Stats()["term"], 10, 64)
+	return v
 }
