@@ -233,6 +233,20 @@ func formatVolume(cfg config, path string, wrap func(volume.Device) volume.Devic
 		vol.Close()
 		return nil, fmt.Errorf("format %s: %w", path, err)
 	}
+	// The device still goes by the temporary name, which every later
+	// error of its I/O would give (a failed fsync stops the node with
+	// one): reopen it by the volume's own.
+	if err := vol.Close(); err != nil {
+		return nil, fmt.Errorf("format %s: %w", path, err)
+	}
+	dev, err = volume.OpenFileDevice(path)
+	if err != nil {
+		return nil, fmt.Errorf("format %s: %w", path, err)
+	}
+	if vol, err = volume.Open(wrap(dev), &g); err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("format %s: %w", path, err)
+	}
 	return vol, nil
 }
 

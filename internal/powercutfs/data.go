@@ -32,11 +32,19 @@ type dataOp struct {
 //   - The current content is: overlay pages where present; elsewhere the
 //     backing file's bytes below low; zero from low on; all cut at size.
 //   - low <= size and low <= dsize: low is the smallest size the file had
-//     since its last sync (a truncate below dsize makes the backing bytes
-//     past it dead even if the file grows again).
+//     since the durable and the current content were last the same (a
+//     truncate below dsize makes the backing bytes past it dead even if
+//     the file grows again).
 //   - Overlay bytes at or past size are zero.
-//   - Applying log, in order, to the backing file yields the current
-//     content: log is what an fsync makes durable and a cut may lose.
+//   - log is what an fsync makes durable and a cut may lose. Unless ghost
+//     is set, applying it, in order, to the backing file yields the
+//     current content.
+//   - ghost is set once a failed fsync dropped changes (see drop): they
+//     stay in the current content (the page cache keeps the pages) but
+//     will never be durable, so the current content is the durable one,
+//     plus the dropped changes, plus log. Applying log then yields the
+//     durable content a sync makes, and only a cut (which reverts the
+//     current content to the durable one) clears ghost.
 //
 // fileData does no locking; its owner serialises every call.
 type fileData struct {
@@ -46,6 +54,7 @@ type fileData struct {
 	low   int64
 	pages map[int64][]byte // page index -> pageSize bytes of current content
 	log   []dataOp
+	ghost bool
 }
 
 // newFileData returns the state of a file whose durable content is a
@@ -158,12 +167,20 @@ func (d *fileData) truncate(size int64) error {
 
 // sync makes everything unsynced durable: the log is applied, in order, to
 // the backing file. (The backing file itself is not fsynced: the host does
-// not lose power during a test, only the model does.)
+// not lose power during a test, only the model does.) Changes an earlier
+// failed sync dropped stay in the current content only.
 func (d *fileData) sync() error {
 	for _, op := range d.log {
 		if err := d.apply(op, len(op.data)); err != nil {
 			return err
 		}
+	}
+	if d.ghost {
+		// The current content is not the durable one: keep it. Every
+		// byte the log changed in the backing file is under an overlay
+		// page or at or past low, so the current content is unchanged.
+		d.log = nil
+		return nil
 	}
 	if d.dsize != d.size {
 		return fmt.Errorf("powercutfs: internal error: synced size %d, current size %d", d.dsize, d.size)
@@ -172,9 +189,24 @@ func (d *fileData) sync() error {
 	return nil
 }
 
-// reset forgets everything unsynced; the current content is the durable one.
+// reset forgets everything unsynced, and what a failed sync dropped; the
+// current content is the durable one.
 func (d *fileData) reset() {
-	d.size, d.low, d.pages, d.log = d.dsize, d.dsize, nil, nil
+	d.size, d.low, d.pages, d.log, d.ghost = d.dsize, d.dsize, nil, nil, false
+}
+
+// drop is a failed sync, as Linux fails one when the writeback of a file's
+// dirty pages fails: the unsynced changes are dropped and never become
+// durable, neither by a later sync nor at a cut or an unmount, while the
+// current content keeps them (the pages stay in the page cache, clean). It
+// returns the dropped changes, in their order.
+func (d *fileData) drop() []dataOp {
+	dropped := d.log
+	d.log = nil
+	if len(dropped) > 0 {
+		d.ghost = true
+	}
+	return dropped
 }
 
 // apply makes the first n bytes of op durable (all of a size change).

@@ -62,14 +62,18 @@ func modelTruncate(b []byte, size int) []byte {
 	return append(b, make([]byte, size-len(b))...)
 }
 
-// TestFileDataModel drives random writes, truncates, syncs and cuts and
-// compares reads with a byte slice, and the backing file with the last
-// synced byte slice: synced data survives a DropAll cut, unsynced data
-// does not, and unsynced data never reaches the backing file early.
+// TestFileDataModel drives random writes, truncates, syncs, failed syncs
+// and cuts and compares reads with a byte slice, and the backing file with
+// the durable byte slice: synced data survives a DropAll cut, unsynced
+// data does not, and unsynced data never reaches the backing file early.
+// A failed sync drops the unsynced changes from the durable state for
+// good while reads keep seeing them; a later sync applies only the later
+// changes, to the durable state.
 func TestFileDataModel(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
+	failed := 0
 	for round := range 20 {
 		initial := make([]byte, rng.IntN(3*pageSize))
 		for i := range initial {
@@ -77,8 +81,9 @@ func TestFileDataModel(t *testing.T) {
 		}
 		d := newTestData(t, initial)
 		cur, durable := slices.Clone(initial), slices.Clone(initial)
+		var unsynced []dataOp // what the next sync applies to durable
 		for step := range 300 {
-			switch k := rng.IntN(20); {
+			switch k := rng.IntN(21); {
 			case k < 12:
 				p := make([]byte, 1+rng.IntN(2*pageSize))
 				for i := range p {
@@ -89,22 +94,38 @@ func TestFileDataModel(t *testing.T) {
 					t.Fatal(err)
 				}
 				cur = modelWrite(cur, p, off)
+				unsynced = append(unsynced, dataOp{off: int64(off), data: p})
 			case k < 16:
 				size := rng.IntN(5 * pageSize)
 				if err := d.truncate(int64(size)); err != nil {
 					t.Fatal(err)
 				}
 				cur = modelTruncate(cur, size)
+				unsynced = append(unsynced, dataOp{off: int64(size)})
 			case k < 19:
 				if err := d.sync(); err != nil {
 					t.Fatal(err)
 				}
-				durable = slices.Clone(cur)
+				for _, op := range unsynced {
+					if op.data == nil {
+						durable = modelTruncate(durable, int(op.off))
+					} else {
+						durable = modelWrite(durable, op.data, int(op.off))
+					}
+				}
+				unsynced = nil
+			case k < 20:
+				if got := d.drop(); len(got) != len(unsynced) {
+					t.Fatalf("round %d step %d: a failed sync dropped %d changes, want %d", round, step, len(got), len(unsynced))
+				}
+				unsynced = nil
+				failed++
 			default:
 				if err := d.cut(newPlan(DropAll, 0, &Report{})); err != nil {
 					t.Fatal(err)
 				}
 				cur = slices.Clone(durable)
+				unsynced = nil
 			}
 			if got := readAll(t, d); !bytes.Equal(got, cur) {
 				t.Fatalf("round %d step %d: read %d bytes, want %d (first difference at %d)", round, step, len(got), len(cur), firstDiff(got, cur))
@@ -113,6 +134,62 @@ func TestFileDataModel(t *testing.T) {
 				t.Fatalf("round %d step %d: backing file has %d bytes, durable state %d (first difference at %d)", round, step, len(got), len(durable), firstDiff(got, durable))
 			}
 		}
+	}
+	if failed == 0 {
+		t.Error("no failed sync was tried")
+	}
+}
+
+// A failed sync drops the unsynced changes, those that grow and shrink the
+// file too, for good: reads still see them, a later sync makes durable
+// only what came after the failure, and a cut reverts reads to that.
+func TestFailedSyncDropsForGood(t *testing.T) {
+	old := bytes.Repeat([]byte{0xAA}, 2*pageSize)
+	d := newTestData(t, old)
+	grow := bytes.Repeat([]byte{0x11}, pageSize)
+	if err := d.write(grow, 3*pageSize); err != nil { // grows the file to 4 pages
+		t.Fatal(err)
+	}
+	if err := d.write([]byte("lost"), 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.drop(); len(got) != 2 || got[0].off != 3*pageSize || string(got[1].data) != "lost" {
+		t.Fatalf("dropped %v, want the two writes", got)
+	}
+	cur := modelWrite(modelWrite(slices.Clone(old), grow, 3*pageSize), []byte("lost"), 10)
+	if got := readAll(t, d); !bytes.Equal(got, cur) {
+		t.Fatalf("after the failed sync reads see %d bytes (first difference at %d), want the dropped writes still there", len(got), firstDiff(got, cur))
+	}
+	// After the failure: a write inside the old size, one past it, and a
+	// truncate that keeps part of the dropped growth in the current content.
+	if err := d.write([]byte("kept"), 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.truncate(3*pageSize + 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.write([]byte("tail"), 3*pageSize+50); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.sync(); err != nil {
+		t.Fatal(err)
+	}
+	cur = modelWrite(modelTruncate(modelWrite(cur, []byte("kept"), 20), 3*pageSize+100), []byte("tail"), 3*pageSize+50)
+	durable := modelWrite(modelTruncate(modelWrite(slices.Clone(old), []byte("kept"), 20), 3*pageSize+100), []byte("tail"), 3*pageSize+50)
+	if got := readAll(t, d); !bytes.Equal(got, cur) {
+		t.Fatalf("after the next sync reads see %d bytes (first difference at %d), want %d", len(got), firstDiff(got, cur), len(cur))
+	}
+	if got := backingBytes(t, d); !bytes.Equal(got, durable) {
+		t.Fatalf("after the next sync the durable state has %d bytes (first difference at %d), want %d without the dropped writes", len(got), firstDiff(got, durable), len(durable))
+	}
+	if bytes.Contains(backingBytes(t, d), []byte("lost")) || bytes.Contains(backingBytes(t, d), grow[:64]) {
+		t.Fatal("a dropped write became durable")
+	}
+	if err := d.cut(newPlan(KeepRandom, 1, &Report{})); err != nil { // nothing is unsynced
+		t.Fatal(err)
+	}
+	if got := readAll(t, d); !bytes.Equal(got, durable) {
+		t.Fatalf("after a cut reads see %d bytes (first difference at %d), want the durable %d", len(got), firstDiff(got, durable), len(durable))
 	}
 }
 

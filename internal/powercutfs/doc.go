@@ -43,6 +43,25 @@
 // themselves are never fsynced: the host does not lose power during a
 // test, only the model does.
 //
+// # Failing an fsync
+//
+// [FS.FailNextFsync] arms a failure of the next fsync or fdatasync of a
+// file with a given name, as a disk whose writeback fails makes Linux
+// fail one. Linux reports a failed writeback once, to the next fsync of
+// the file, and marks the pages it could not write clean: they are never
+// written again, so no later fsync makes them durable, and reads see them
+// for as long as they stay in the page cache. Here that fsync returns
+// EIO, and all of the file's unsynced writes and size changes are
+// dropped: they are not durable, a later fsync of the file makes durable
+// only what was changed after the failure (applied to the durable
+// content, not to what reads show), and a cut or a clean unmount loses
+// them too. Reads through the mount keep seeing them until the mount ends
+// (the model's page cache never evicts), as does a process that reopens
+// the file, just as after a process restart without a reboot; only after
+// a cut, or an unmount, and a new mount are they gone. The fault fires
+// once; it says which file, whether it was an fdatasync, and what was
+// dropped. Other files, and the file's name, are not affected.
+//
 // # What it does not model
 //
 //   - Durability of attributes: mode, owner and times are kept in memory
@@ -50,8 +69,15 @@
 //     the backing file, the others are the host's).
 //   - Hard links, symbolic links, special files, extended attributes,
 //     RENAME_EXCHANGE, fallocate modes other than 0 and KEEP_SIZE
-//     (allocation itself: backing files are sparse), ENOSPC and I/O errors
-//     of the device.
+//     (allocation itself: backing files are sparse), ENOSPC, and I/O
+//     errors of the device other than an armed failed fsync.
+//   - Of a failed fsync: Linux reports it to every open file description
+//     of the file that was open at the failure (and, since 4.16, to an
+//     open after it if no one saw it), here to exactly one fsync; Linux's
+//     journaling filesystems still commit size changes as metadata, here
+//     they are dropped with the writes; and Linux evicts the clean pages
+//     in time, after which reads see the old bytes, here never within a
+//     mount.
 //   - A garbage sector wider than the torn write: only bytes the write
 //     covered become garbage, never bytes of the sector it did not touch.
 //     (On a real disk a sector torn mid-write is unreadable whole; code

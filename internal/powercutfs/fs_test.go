@@ -67,13 +67,15 @@ func (m *testMount) cut(mode Mode, seed uint64) Report {
 func (m *testMount) path(name string) string { return filepath.Join(m.dir, name) }
 
 // create creates a file; close it before a cut (an open file keeps the
-// mount busy).
+// mount busy). A test that fails first leaves it to t.Cleanup, which
+// closes it before the mount's cleanup unmounts.
 func (m *testMount) create(name string) *os.File {
 	m.t.Helper()
 	f, err := os.OpenFile(m.path(name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		m.t.Fatal(err)
 	}
+	m.t.Cleanup(func() { f.Close() }) // an error: closed already
 	return f
 }
 
@@ -547,4 +549,116 @@ func TestMmapChild(t *testing.T) {
 	if err != nil || st.Size() != pages*pageSize {
 		t.Fatalf("stat: %v %v", st, err)
 	}
+}
+
+// TestFailNextFsync: an armed failure fails the next fsync of a file of
+// that name once, with EIO, and drops its unsynced writes for good: a
+// later fsync succeeds but does not make them durable, reads still see
+// them, and neither a cut nor a clean unmount brings them back. Other
+// files, and their fsyncs, are not affected.
+func TestFailNextFsync(t *testing.T) {
+	for _, end := range []string{"cut", "unmount"} {
+		t.Run(end, func(t *testing.T) {
+			m := newTestMount(t)
+			must(t, os.Mkdir(m.path("d"), 0o755))
+			f, other := m.create("d/volume.blob"), m.create("other")
+			synced := bytes.Repeat([]byte("synced.."), 1024)
+			writeAt(t, f, synced, 0)
+			writeAt(t, other, synced, 0)
+			must(t, f.Sync())
+			must(t, other.Sync())
+			m.syncDir("d")
+			m.syncDir(".")
+
+			fault := m.fs.FailNextFsync("volume.blob")
+			if fault.Path() != "" || fault.Dropped() != nil {
+				t.Fatal("the fault reports a failure before any fsync")
+			}
+			writeAt(t, f, []byte("LOST1"), 100)
+			writeAt(t, f, []byte("LOST2"), int64(len(synced))) // grows the file
+			writeAt(t, other, []byte("other"), 100)
+			must(t, other.Sync()) // another file's fsync does not take it
+			select {
+			case <-fault.Fired():
+				t.Fatal("the fault fired on another file's fsync")
+			default:
+			}
+			if err := unix.Fdatasync(int(f.Fd())); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("fdatasync after arming: %v, want EIO", err)
+			}
+			select {
+			case <-fault.Fired():
+			default:
+				t.Fatal("the fsync failed but the fault did not fire")
+			}
+			if p, ds := fault.Path(), fault.Datasync(); p != filepath.Join("d", "volume.blob") || !ds {
+				t.Fatalf("fault fired on %q (datasync %v), want d/volume.blob, an fdatasync", p, ds)
+			}
+			if got := fault.Dropped(); len(got) != 2 || got[0].Off != 100 || string(got[0].Data) != "LOST1" ||
+				got[1].Off != int64(len(synced)) || string(got[1].Data) != "LOST2" {
+				t.Fatalf("dropped %v, want the two unsynced writes", got)
+			}
+			if data, _ := m.fs.Pending(); data != 0 {
+				t.Fatalf("%d unsynced changes after the failed fsync, want 0 (dropped)", data)
+			}
+			// Reads still see the dropped writes (the page cache keeps them).
+			seen := append(bytes.Clone(synced), "LOST2"...)
+			copy(seen[100:], "LOST1")
+			m.requireContent("d/volume.blob", seen)
+
+			// Once only: the next fsync succeeds and makes durable only what
+			// was written after the failure.
+			writeAt(t, f, []byte("KEPT"), 200)
+			must(t, f.Sync())
+			writeAt(t, f, []byte("unsynced"), 300)
+			must(t, f.Close())
+			must(t, other.Close())
+			copy(seen[200:], "KEPT")
+			copy(seen[300:], "unsynced")
+			m.requireContent("d/volume.blob", seen)
+
+			if end == "cut" {
+				m.cut(DropAll, 1)
+			} else {
+				must(t, m.fs.Unmount()) // makes "unsynced" durable, not the dropped writes
+				m.mount()
+			}
+			want := bytes.Clone(synced)
+			copy(want[200:], "KEPT")
+			if end == "unmount" {
+				copy(want[300:], "unsynced")
+			}
+			m.requireContent("d/volume.blob", want)
+			wantOther := bytes.Clone(synced)
+			copy(wantOther[100:], "other")
+			m.requireContent("other", wantOther)
+		})
+	}
+}
+
+// Faults fire in the order armed, one fsync each, and only on a file of
+// that name; an fsync of a directory of that name does not take one.
+func TestFailNextFsyncOnce(t *testing.T) {
+	m := newTestMount(t)
+	must(t, os.Mkdir(m.path("x"), 0o755))
+	f := m.create("x/x")
+	writeAt(t, f, []byte("a"), 0)
+	first, second := m.fs.FailNextFsync("x"), m.fs.FailNextFsync("x")
+	m.syncDir("x") // a directory: not the file the faults are for
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("first fsync: %v, want EIO", err)
+	}
+	if len(first.Dropped()) != 1 || second.Path() != "" {
+		t.Fatalf("after one failed fsync: first dropped %v, second fired on %q", first.Dropped(), second.Path())
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("second fsync: %v, want EIO", err)
+	}
+	if second.Path() != "x/x" || len(second.Dropped()) != 0 {
+		t.Fatalf("second fault: path %q, dropped %v; want x/x, nothing (nothing was unsynced)", second.Path(), second.Dropped())
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("third fsync: %v, want success", err)
+	}
+	must(t, f.Close())
 }

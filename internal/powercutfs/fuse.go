@@ -39,6 +39,7 @@ type state struct {
 	// state) and is reported by Cut and Unmount.
 	err    error
 	ns     *namespace
+	faults []*FsyncFault              // armed, not yet fired, in the order armed
 	dirs   map[uint64][]fuse.DirEntry // open directory handles: their entries
 	nextFh uint64
 }
@@ -415,13 +416,19 @@ func (r *raw) Release(_ <-chan struct{}, _ *fuse.ReleaseIn) {}
 
 // Fsync makes the file's unsynced writes and size changes durable. fsync
 // and fdatasync are the same here, and neither makes the file's name
-// durable: that takes an fsync of its directory.
+// durable: that takes an fsync of its directory. An armed FsyncFault for
+// the file's name fails it instead, dropping the unsynced changes.
 func (r *raw) Fsync(_ <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	d, st := r.s.file(in.NodeId)
 	if !st.Ok() {
 		return st
 	}
 	defer r.s.mu.Unlock()
+	n := r.s.ns.nodes[in.NodeId]
+	if f := r.s.takeFault(n); f != nil {
+		f.fire(r.s.ns.currentPath(n), in.FsyncFlags&fsyncDatasync != 0, d.drop())
+		return fuse.EIO
+	}
 	if err := d.sync(); err != nil {
 		return r.s.fail(err)
 	}

@@ -158,6 +158,20 @@ func (ns *namespace) unlink(n *inode) {
 	n.parent, n.name = nil, ""
 }
 
+// currentPath is n's path in the mount, relative to its root ("" for the
+// root, or for an unlinked inode).
+func (ns *namespace) currentPath(n *inode) string {
+	var names []string
+	for ; n.parent != nil; n = n.parent {
+		names = append(names, n.name)
+	}
+	if n != ns.root {
+		return ""
+	}
+	slices.Reverse(names)
+	return filepath.Join(names...)
+}
+
 // durablePath is where n is in the backing tree ("" for a directory that
 // has none).
 func (ns *namespace) durablePath(n *inode) string {
