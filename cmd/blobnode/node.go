@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -565,6 +566,7 @@ func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any
 		"term":           raftTerm(r),
 		"nodes":          members(context.Background(), node, apiAddr),
 		"repair_backlog": s.ChunkStats().RepairBacklog,
+		"catalog":        catalogDigest(node),
 		"volume": map[string]any{
 			"total_bytes": a.TotalBytes, "free_bytes": a.FreeBytes, "used_bytes": a.UsedBytes,
 			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,
@@ -575,6 +577,25 @@ func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any
 			// node of a group must share.
 			"layout": st.vol.Superblock().Placement().String(),
 		},
+	}
+}
+
+// catalogDigest is /cluster's "catalog": the digest of the blob map
+// (catalog.Tx.Digest) from one read transaction, with the applied index it
+// reflects. Two nodes hold the same blobs iff their digests at one applied
+// index agree. It reads every blob record (no data): about a microsecond
+// a blob, so /cluster costs O(blobs); a 100,000-blob catalog adds ~0.1 s.
+func catalogDigest(node *raftfsm.Node) map[string]any {
+	var d catalog.Digest
+	if err := node.FSM().View(func(tx *catalog.Tx) error {
+		var err error
+		d, err = tx.Digest()
+		return err
+	}); err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	return map[string]any{
+		"digest": hex.EncodeToString(d.SHA256[:]), "blobs": d.Blobs, "applied_index": d.AppliedIndex,
 	}
 }
 
