@@ -48,6 +48,7 @@ type options struct {
 	requestTimeout time.Duration
 	convergeWithin time.Duration
 	checkTimeout   time.Duration
+	think, backoff time.Duration
 }
 
 func main() {
@@ -61,10 +62,12 @@ func main() {
 	flag.StringVar(&o.project, "project", envOr("BLOBNODE_PROJECT", "blobnode"), "compose project")
 	flag.StringVar(&o.composeFile, "compose-file", "deploy/docker-compose.yml", "compose file")
 	flag.IntVar(&o.clients, "clients", 9, "concurrent clients (client i talks to node i mod 3)")
-	flag.IntVar(&o.keys, "keys", 6, "keys the clients share")
+	flag.IntVar(&o.keys, "keys", 12, "keys the clients share")
+	flag.DurationVar(&o.think, "think", 20*time.Millisecond, "a client's pause between two operations (keeps the history checkable)")
+	flag.DurationVar(&o.backoff, "backoff", time.Second, "a client's pause after an operation without a definite answer")
 	flag.DurationVar(&o.requestTimeout, "request-timeout", 12*time.Second, "bound of one request; past it the op is unknown")
 	flag.DurationVar(&o.convergeWithin, "converge-within", 2*time.Minute, "how long the healed group may take to converge")
-	flag.DurationVar(&o.checkTimeout, "check-timeout", 5*time.Minute, "bound of porcupine's search")
+	flag.DurationVar(&o.checkTimeout, "check-timeout", 3*time.Minute, "bound of porcupine's search")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintln(os.Stderr, "blobjepsen: unexpected arguments:", flag.Args())
@@ -119,6 +122,7 @@ func campaign(o options) (bool, error) {
 		URLs: urls, Names: services, Clients: o.clients, Keys: keys,
 		OpsPerClient: 1 << 20, Duration: o.duration,
 		RequestTimeout: o.requestTimeout, Seed: o.seed,
+		Think: o.think, Backoff: o.backoff,
 	}
 	plan := nemesis.Plan(o.seed, fams, o.duration, len(services))
 	logf("seed %d, %v of clients, nemesis %v: %d faults planned; report %s", o.seed, o.duration, fams, len(plan), o.report)
@@ -283,8 +287,8 @@ func writeSummary(w io.Writer, o options, fams []string, start time.Time, ops []
 	}
 	fmt.Fprintf(w, "blobjepsen campaign, seed %d\n", o.seed)
 	fmt.Fprintf(w, "  replay: scripts/jepsen.sh --time %d --nemesis %s --seed %d\n", int(o.duration.Seconds()), strings.Join(fams, ","), o.seed)
-	fmt.Fprintf(w, "  started %s, %v of clients (%d clients, %d keys, request timeout %v)\n",
-		start.UTC().Format(time.RFC3339), o.duration, o.clients, o.keys, o.requestTimeout)
+	fmt.Fprintf(w, "  started %s, %v of clients (%d clients, %d keys, think %v, backoff %v, request timeout %v)\n",
+		start.UTC().Format(time.RFC3339), o.duration, o.clients, o.keys, o.think, o.backoff, o.requestTimeout)
 	fmt.Fprintf(w, "  report %s\n\n", o.report)
 
 	fmt.Fprintf(w, "operations by outcome\n")
