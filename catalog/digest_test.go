@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"testing"
 )
 
@@ -65,6 +66,29 @@ func TestDigest(t *testing.T) {
 		put(c, 8, bl, blobs[1], blobs[2])
 		if d := digestOf(t, c); d.SHA256 == da.SHA256 {
 			t.Errorf("a changed %s leaves the digest alike", name)
+		}
+	}
+}
+
+// BenchmarkDigest100k measures /cluster's digest cost on 100,000 blobs.
+func BenchmarkDigest100k(b *testing.B) {
+	db := openTest(b, Options{})
+	for i := 0; i < 100_000; i += 10_000 {
+		if err := db.Update(func(tx *Tx) error {
+			for j := i; j < i+10_000; j++ {
+				if err := tx.PutBlob(testBlob(fmt.Sprintf("bench/%08d", j), uint64(j+1), 1000)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		if err := db.View(func(tx *Tx) error { _, err := tx.Digest(); return err }); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
