@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -579,6 +580,7 @@ func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any
 		"term":           raftTerm(r),
 		"nodes":          members(context.Background(), node, apiAddr),
 		"repair_backlog": s.ChunkStats().RepairBacklog,
+		"catalog":        catalogDigest(node),
 		"volume": map[string]any{
 			"total_bytes": a.TotalBytes, "free_bytes": a.FreeBytes, "used_bytes": a.UsedBytes,
 			"largest_free": a.LargestFree, "fragmentation": a.Fragmentation,
@@ -589,6 +591,25 @@ func status(node *raftfsm.Node, st *storage, s *store.Store, apiAddr string) any
 			// node of a group must share.
 			"layout": st.vol.Superblock().Placement().String(),
 		},
+	}
+}
+
+// catalogDigest is /cluster's "catalog": the digest of the blob map
+// (catalog.Tx.Digest) from one read transaction, with the applied index it
+// reflects. Two nodes hold the same blobs iff their digests at one applied
+// index agree. It reads every blob record (no data), so /cluster costs
+// O(blobs): about 25 ms per 100,000 blobs (catalog BenchmarkDigest100k).
+func catalogDigest(node *raftfsm.Node) map[string]any {
+	var d catalog.Digest
+	if err := node.FSM().View(func(tx *catalog.Tx) error {
+		var err error
+		d, err = tx.Digest()
+		return err
+	}); err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	return map[string]any{
+		"digest": hex.EncodeToString(d.SHA256[:]), "blobs": d.Blobs, "applied_index": d.AppliedIndex,
 	}
 }
 

@@ -45,6 +45,9 @@ type Options struct {
 	// VisualizeDir, if set, receives history.html (porcupine's
 	// visualisation) and history.txt (one op a line) when a check fails.
 	VisualizeDir string
+	// AlwaysVisualize writes them for a passing history too (a report
+	// anyone can read), not only for a failing one.
+	AlwaysVisualize bool
 }
 
 // Result is Check's verdict.
@@ -147,7 +150,7 @@ func Check(ops []Op, opt Options) (*Result, error) {
 
 	// Porcupine's search state after a timeout is not worth drawing.
 	failed := res.Linearizable == porcupine.Illegal || len(res.NeverWritten) > 0 || len(res.Lost) > 0
-	if failed && opt.VisualizeDir != "" {
+	if (failed || opt.AlwaysVisualize) && opt.VisualizeDir != "" {
 		if err := os.MkdirAll(opt.VisualizeDir, 0o755); err != nil {
 			return res, fmt.Errorf("history: visualisation: %w", err)
 		}

@@ -299,3 +299,19 @@ func TestRecorder(t *testing.T) {
 		t.Fatalf("pending %d, last %v", pending, last)
 	}
 }
+
+func TestAlwaysVisualize(t *testing.T) {
+	dir := t.TempDir()
+	res, err := Check([]Op{o(0, Put, "a", OK, 0, 1), o(1, Get, "a", OK, 2, 3)}, Options{VisualizeDir: dir, AlwaysVisualize: true})
+	if err != nil || res.Err() != nil {
+		t.Fatalf("%v, %v", err, res.Err())
+	}
+	if res.Visualization != filepath.Join(dir, "history.html") {
+		t.Errorf("Visualization %q", res.Visualization)
+	}
+	for _, name := range []string{"history.html", "history.txt"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

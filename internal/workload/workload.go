@@ -60,6 +60,13 @@ type Config struct {
 	ReadQuery string
 	// ValueSize is the size of a PUT body [64 bytes; at least the value].
 	ValueSize int
+	// Think is how long a client waits between two operations [none].
+	Think time.Duration
+	// Backoff is how long a client waits after an operation without a
+	// definite answer (Failed or Unknown) [none]: during a fault, clients
+	// that retry at once fill the history with unknown writes, each of
+	// which widens the linearizability search.
+	Backoff time.Duration
 }
 
 func (c *Config) fill() error {
@@ -120,15 +127,21 @@ func Run(ctx context.Context, cfg Config, rec *history.Recorder) error {
 			node := c % len(cfg.URLs)
 			for i := 0; i < cfg.OpsPerClient && ctx.Err() == nil; i++ {
 				key := cfg.Keys[rng.IntN(len(cfg.Keys))]
+				var out history.Outcome
 				switch p := rng.IntN(100); {
 				case p < cfg.PutPercent:
 					value := fmt.Sprintf("s%d-c%d-%d", cfg.Seed, c, i)
-					doPut(ctx, hc, &cfg, rec, c, node, key, value)
+					out = doPut(ctx, hc, &cfg, rec, c, node, key, value)
 				case p < cfg.PutPercent+cfg.DeletePercent:
-					doDelete(ctx, hc, &cfg, rec, c, node, key)
+					out = doDelete(ctx, hc, &cfg, rec, c, node, key)
 				default:
-					doGet(ctx, hc, &cfg, rec, c, node, key)
+					out = doGet(ctx, hc, &cfg, rec, c, node, key)
 				}
+				wait := cfg.Think
+				if out != history.OK && out != history.NotFound {
+					wait = max(wait, cfg.Backoff)
+				}
+				sleep(ctx, wait)
 			}
 		}()
 	}
@@ -156,6 +169,19 @@ func FinalReads(ctx context.Context, cfg Config, rec *history.Recorder) error {
 		}
 	}
 	return nil
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func (c *Config) client() (*http.Client, func()) {
@@ -247,7 +273,7 @@ func classify(status int, err error, want int) (history.Outcome, error) {
 	return history.Unknown, fmt.Errorf("status %d", status)
 }
 
-func doPut(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key, value string) {
+func doPut(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key, value string) history.Outcome {
 	call := rec.Invoke(client, cfg.Names[node], history.Put, key, value)
 	status, _, err := send(ctx, hc, cfg, http.MethodPut, blobURL(cfg.URLs[node], key), Body(value, cfg.ValueSize), 64<<10)
 	out, why := classify(status, err, http.StatusCreated)
@@ -255,16 +281,18 @@ func doPut(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recor
 		out = history.Failed
 	}
 	call.Return(out, "", why)
+	return out
 }
 
-func doDelete(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key string) {
+func doDelete(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key string) history.Outcome {
 	call := rec.Invoke(client, cfg.Names[node], history.Delete, key, "")
 	status, _, err := send(ctx, hc, cfg, http.MethodDelete, blobURL(cfg.URLs[node], key), nil, 64<<10)
 	out, why := classify(status, err, http.StatusNoContent)
 	call.Return(out, "", why)
+	return out
 }
 
-func doGet(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key string) {
+func doGet(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key string) history.Outcome {
 	u := blobURL(cfg.URLs[node], key)
 	if cfg.ReadQuery != "" {
 		u += "?" + cfg.ReadQuery
@@ -283,4 +311,5 @@ func doGet(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recor
 		got = v
 	}
 	call.Return(out, got, why)
+	return out
 }
