@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -469,10 +468,11 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
-func (n *Node) currentTerm() uint64 {
-	t, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
-	return t
-}
+// currentTerm is Raft's current term. It is read twice by every
+// linearizable read on the leader, so it must be cheap: raft.Stats, which
+// holds the same number, builds a map and formats the whole configuration
+// on each call.
+func (n *Node) currentTerm() uint64 { return n.raft.CurrentTerm() }
 
 // waitFuture waits for f without trusting it to ever answer: after
 // Shutdown hashicorp/raft may leave a VerifyLeader request unanswered.
