@@ -210,8 +210,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 			}
 		}
 	}
-	logs := &watchedLogStore{LogStore: store, fsm: fsm}
-	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, transport)
+	r, err := raft.NewRaft(rc, fsm, newLogStore(store, fsm), store, snaps, transport)
 	if err != nil {
 		return fail(fmt.Errorf("raftfsm: start raft: %w", err))
 	}
@@ -507,6 +506,27 @@ func (n *Node) Close() error {
 }
 
 var _ io.Closer = (*Node)(nil)
+
+// logCacheEntries is how many of the latest log entries Raft reads back
+// from memory. Raft reads every entry again after appending it: the
+// leader to send it to each follower (and the entry before it, for its
+// term), every node to apply it. From raft-wal each read is a pread and a
+// decode; the cache serves the entries in flight. At most 512 entries of
+// at most MaxInlineSize bytes each are held.
+const logCacheEntries = 512
+
+// newLogStore is the log store Raft uses: store, watched for failed
+// appends (watchedLogStore, which sees each error as store returned it),
+// behind a write-through cache of the latest entries. An entry enters the
+// cache only once store has appended it durably, and a deleted range
+// (compaction, a follower's conflicting suffix) empties the cache.
+func newLogStore(store raft.LogStore, fsm *FSM) raft.LogStore {
+	c, err := raft.NewLogCache(logCacheEntries, &watchedLogStore{LogStore: store, fsm: fsm})
+	if err != nil {
+		panic(err) // only for a capacity below 1
+	}
+	return c
+}
 
 // watchedLogStore turns the node read-only when an append to the Raft log
 // fails, and writable again when one succeeds. hashicorp/raft answers a
