@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -207,8 +206,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 			}
 		}
 	}
-	logs := &watchedLogStore{LogStore: store, fsm: fsm}
-	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, transport)
+	r, err := raft.NewRaft(rc, fsm, newLogStore(store, fsm), store, snaps, transport)
 	if err != nil {
 		return fail(fmt.Errorf("raftfsm: start raft: %w", err))
 	}
@@ -465,10 +463,11 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	return idx, nil
 }
 
-func (n *Node) currentTerm() uint64 {
-	t, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
-	return t
-}
+// currentTerm is Raft's current term. It is read twice by every
+// linearizable read on the leader, so it must be cheap: raft.Stats, which
+// holds the same number, builds a map and formats the whole configuration
+// on each call.
+func (n *Node) currentTerm() uint64 { return n.raft.CurrentTerm() }
 
 // waitFuture waits for f without trusting it to ever answer: after
 // Shutdown hashicorp/raft may leave a VerifyLeader request unanswered.
@@ -503,6 +502,27 @@ func (n *Node) Close() error {
 }
 
 var _ io.Closer = (*Node)(nil)
+
+// logCacheEntries is how many of the latest log entries Raft reads back
+// from memory. Raft reads every entry again after appending it: the
+// leader to send it to each follower (and the entry before it, for its
+// term), every node to apply it. From raft-wal each read is a pread and a
+// decode; the cache serves the entries in flight. At most 512 entries of
+// at most MaxInlineSize bytes each are held.
+const logCacheEntries = 512
+
+// newLogStore is the log store Raft uses: store, watched for failed
+// appends (watchedLogStore, which sees each error as store returned it),
+// behind a write-through cache of the latest entries. An entry enters the
+// cache only once store has appended it durably, and a deleted range
+// (compaction, a follower's conflicting suffix) empties the cache.
+func newLogStore(store raft.LogStore, fsm *FSM) raft.LogStore {
+	c, err := raft.NewLogCache(logCacheEntries, &watchedLogStore{LogStore: store, fsm: fsm})
+	if err != nil {
+		panic(err) // only for a capacity below 1
+	}
+	return c
+}
 
 // watchedLogStore turns the node read-only when an append to the Raft log
 // fails, and writable again when one succeeds. hashicorp/raft answers a

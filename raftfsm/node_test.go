@@ -525,3 +525,35 @@ func TestNodeReadBarrierAfterClose(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestNodeReadIndexCheap: the leader's ReadIndex, which every linearizable
+// read takes, reads the same term raft.Stats reports, without paying for
+// Stats (a map of every statistic and the formatted configuration) on the
+// way: one ReadIndex, VerifyLeader round included, allocates less than one
+// Stats call.
+func TestNodeReadIndexCheap(t *testing.T) {
+	s := newStack(t, fileDev, 1)
+	n := startNode(t, NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t)}, s.fsm)
+	if got, want := n.currentTerm(), raftStat(t, n, "term"); got != want || got == 0 {
+		t.Fatalf("currentTerm = %d, raft.Stats term = %d", got, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.ReadIndex(ctx); err != nil { // the term's first read commits a no-op
+		t.Fatalf("ReadIndex: %v", err)
+	}
+	var err error
+	readIndex := testing.AllocsPerRun(50, func() {
+		if _, e := n.ReadIndex(ctx); e != nil {
+			err = e
+		}
+	})
+	if err != nil {
+		t.Fatalf("ReadIndex: %v", err)
+	}
+	stats := testing.AllocsPerRun(50, func() { _ = n.Raft().Stats() })
+	t.Logf("allocations: ReadIndex %.0f, raft.Stats %.0f", readIndex, stats)
+	if readIndex >= stats {
+		t.Errorf("ReadIndex allocates %.0f times, no fewer than one raft.Stats (%.0f): is the term read through Stats again?", readIndex, stats)
+	}
+}

@@ -15,70 +15,18 @@
 # Usage: scripts/bench-single.sh        (BASELINE_DIR overrides ../shared/baseline)
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib-bench.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
+
+root=$bench_root
 baseline_src=${BASELINE_DIR:-$root/../shared/baseline}
-work=$(mktemp -d "${TMPDIR:-/tmp}/bench-single.XXXXXX")
-pids=()
-
-cleanup() {
-	local pid i
-	for pid in "${pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		for ((i = 0; i < 100; i++)); do # up to 10 s each, then SIGKILL
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { printf '%s\n' "$*" >&2; }
-
-# free_port prints a loopback port nothing listens on (a random one, checked).
-free_port() {
-	local p i
-	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	log "no free port found"
-	exit 1
-}
-
-# wait_http URL PID: until URL answers 200 (or any status with "any"), bounded.
-wait_http() {
-	local url=$1 pid=$2 want=${3:-200} code i
-	for ((i = 0; i < 300; i++)); do # 30 s
-		if ! kill -0 "$pid" 2>/dev/null; then
-			log "process $pid exited while waiting for $url"
-			return 1
-		fi
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
-		if [[ $want == any && $code != 000 ]] || [[ $code == "$want" ]]; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	log "$url not ready after 30 s"
-	return 1
-}
+bench_init bench-single
 
 # metric NAME: the value of an unlabelled blobnode metric.
-metric() {
-	curl -s --max-time 5 "http://$node_http/metrics" | awk -v m="$1" '$1 == m { v = $2 } END { print v }' # reads it all: an early exit would SIGPIPE curl under pipefail
-}
+metric() { metrics_at "$node_http" "$1"; }
 
 log "building blobnode, blobbench and the baseline in $work"
-(cd "$root" && go build -o "$work/blobnode" ./cmd/blobnode && go build -o "$work/blobbench" ./cmd/blobbench)
+build_tools
 (cd "$baseline_src" && go build -o "$work/baseline" .)
 
 node_http=127.0.0.1:$(free_port)
@@ -87,16 +35,13 @@ files_addr=127.0.0.1:$(free_port)
 mem_addr=127.0.0.1:$(free_port)
 mkdir -p "$work/node" "$work/files"
 
-"$work/blobnode" -data-dir "$work/node" -http-addr "$node_http" -raft-addr "$node_raft" \
-	-volume-size 4GiB -log-level warn 2>"$work/blobnode.log" &
-pids+=($!)
-node_pid=$!
-"$work/baseline" -mode files -addr "$files_addr" -dir "$work/files" 2>"$work/files.log" &
-pids+=($!)
-files_pid=$!
-"$work/baseline" -mode mem -addr "$mem_addr" 2>"$work/mem.log" &
-pids+=($!)
-mem_pid=$!
+start "$work/blobnode.log" "$work/blobnode" -data-dir "$work/node" -http-addr "$node_http" -raft-addr "$node_raft" \
+	-volume-size 4GiB -log-level warn
+node_pid=$last_pid
+start "$work/files.log" "$work/baseline" -mode files -addr "$files_addr" -dir "$work/files"
+files_pid=$last_pid
+start "$work/mem.log" "$work/baseline" -mode mem -addr "$mem_addr"
+mem_pid=$last_pid
 
 wait_http "http://$node_http/readyz" "$node_pid" || { cat "$work/blobnode.log" >&2; exit 1; }
 wait_http "http://$files_addr/" "$files_pid" any

@@ -20,7 +20,7 @@ import (
 // Config describes one run. The zero value is not usable; main fills every
 // field from flags.
 type Config struct {
-	Addr        string        // base URL of the node, e.g. http://127.0.0.1:8080
+	Addr        string        // base URL of the node, e.g. http://127.0.0.1:8080, or several, comma-separated
 	N           int           // blobs per run; no phase issues more requests than this
 	Size        int64         // bytes per blob
 	Concurrency int           // concurrent clients, each with its own keep-alive connection
@@ -53,13 +53,28 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("status %d: %s", e.Code, e.Body)
 }
 
-func (c *Config) validate() error {
-	u, err := url.Parse(c.Addr)
-	if err != nil {
-		return fmt.Errorf("addr %q: %w", c.Addr, err)
+// addrs splits Addr into its base URLs. Each must be http://host:port or
+// https://host:port; an empty entry is refused, so a stray comma is
+// noticed rather than silently dropped.
+func (c *Config) addrs() ([]string, error) {
+	var out []string
+	for a := range strings.SplitSeq(c.Addr, ",") {
+		a = strings.TrimSpace(a)
+		u, err := url.Parse(a)
+		if err != nil {
+			return nil, fmt.Errorf("addr %q: %w", a, err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("addr %q: want http://host:port or https://host:port (comma-separated for several)", a)
+		}
+		out = append(out, a)
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("addr %q: want http://host:port or https://host:port", c.Addr)
+	return out, nil
+}
+
+func (c *Config) validate() error {
+	if _, err := c.addrs(); err != nil {
+		return err
 	}
 	switch {
 	case c.N < 1:
@@ -84,7 +99,9 @@ func (c *Config) validate() error {
 type bench struct {
 	cfg    Config
 	client *http.Client
-	base   string // Addr without a trailing '/', then "/blobs/" and the escaped prefix
+	// bases holds, for each address of Addr, the address without a
+	// trailing '/', then "/blobs/" and the escaped prefix.
+	bases  []string
 	errOut io.Writer
 	outMu  sync.Mutex // guards writes to errOut from workers
 }
@@ -97,15 +114,24 @@ type bench struct {
 //
 // A phase after a PUT phase touches only the blobs that PUT phase issued,
 // so a PUT cut short by Duration does not make later phases fail.
+//
+// With several addresses, each client spreads its requests over them
+// round-robin, client j sending its k-th request of a phase to address
+// (j+k) mod len: every client uses every address, and at any moment the
+// clients are spread evenly. The addresses must serve the same blobs (the
+// nodes of one group): a GET may go to another address than its PUT.
 func Run(ctx context.Context, cfg Config, out, errOut io.Writer) ([]Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	addrs, _ := cfg.addrs()
 	b := &bench{
 		cfg:    cfg,
-		client: newClient(cfg),
-		base:   strings.TrimRight(cfg.Addr, "/") + "/blobs/" + escapeKey(cfg.Prefix),
+		client: newClient(cfg, len(addrs)),
 		errOut: errOut,
+	}
+	for _, a := range addrs {
+		b.bases = append(b.bases, strings.TrimRight(a, "/")+"/blobs/"+escapeKey(cfg.Prefix))
 	}
 	defer b.client.CloseIdleConnections()
 
@@ -135,15 +161,16 @@ func Run(ctx context.Context, cfg Config, out, errOut io.Writer) ([]Result, erro
 }
 
 // newClient returns a client that keeps one idle connection per worker and
-// asks for no compression, so bytes on the wire are the blob bytes.
-func newClient(cfg Config) *http.Client {
+// address (hosts of them) and asks for no compression, so bytes on the
+// wire are the blob bytes.
+func newClient(cfg Config, hosts int) *http.Client {
 	dialer := &net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
 	return &http.Client{
 		Timeout: cfg.Timeout,
 		Transport: &http.Transport{
 			Proxy:               nil, // measure the node, not a proxy
 			DialContext:         dialer.DialContext,
-			MaxIdleConns:        cfg.Concurrency,
+			MaxIdleConns:        cfg.Concurrency * hosts,
 			MaxIdleConnsPerHost: cfg.Concurrency,
 			MaxConnsPerHost:     cfg.Concurrency,
 			IdleConnTimeout:     90 * time.Second,
@@ -169,8 +196,9 @@ func (b *bench) key(i int) string {
 	return b.cfg.Prefix + indexString(i)
 }
 
-func (b *bench) url(i int) string {
-	return b.base + indexString(i)
+// url returns the i-th key's URL at address a (an index into bases).
+func (b *bench) url(a, i int) string {
+	return b.bases[a] + indexString(i)
 }
 
 func indexString(i int) string {
@@ -182,9 +210,11 @@ func indexString(i int) string {
 	return s
 }
 
-// worker holds the buffers one client reuses for every request.
+// worker holds the buffers one client reuses for every request, and the
+// address its next request goes to.
 type worker struct {
 	got, want []byte
+	addr      int // index into bench.bases
 }
 
 // phase issues up to limit requests of kind op, on indices 0..limit-1, from
@@ -208,9 +238,9 @@ func (b *bench) phase(ctx context.Context, op Op, limit int) Result {
 	if b.cfg.Duration > 0 {
 		deadline = start.Add(b.cfg.Duration)
 	}
-	for range b.cfg.Concurrency {
+	for j := range b.cfg.Concurrency {
 		wg.Go(func() {
-			w := &worker{}
+			w := &worker{addr: j % len(b.bases)}
 			if op == OpGet && b.cfg.Verify {
 				w.got = make([]byte, copyBufSize)
 				w.want = make([]byte, copyBufSize)
@@ -222,6 +252,7 @@ func (b *bench) phase(ctx context.Context, op Op, limit int) Result {
 				}
 				t0 := time.Now()
 				err := b.do(ctx, w, op, i)
+				w.addr = (w.addr + 1) % len(b.bases)
 				d := time.Since(t0)
 				if err == nil {
 					lat[i] = d
@@ -278,7 +309,7 @@ func (b *bench) do(ctx context.Context, w *worker, op Op, i int) error {
 	case OpDelete:
 		method, want = http.MethodDelete, http.StatusNoContent
 	}
-	req, err := http.NewRequestWithContext(ctx, method, b.url(i), body)
+	req, err := http.NewRequestWithContext(ctx, method, b.url(w.addr, i), body)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,11 @@
 // wrong, 2 for bad flags.
 //
 //	blobbench -addr http://127.0.0.1:8080 -n 20000 -size 1KiB -c 16 -ops put,get,delete
+//
+// With a comma-separated -addr (the nodes of one group), each client sends
+// its requests to the addresses in turn, starting at its own offset, so
+// the load is spread evenly and a blob is often read from another node
+// than the one that stored it.
 package main
 
 import (
@@ -35,7 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	size := byteSize(1 << 10)
 	cfg := Config{}
-	fs.StringVar(&cfg.Addr, "addr", "http://127.0.0.1:8080", "base URL of the node")
+	fs.StringVar(&cfg.Addr, "addr", "http://127.0.0.1:8080", "base URL of the node; several, comma-separated, spread each client's requests over them round-robin")
 	fs.IntVar(&cfg.N, "n", 10000, "number of blobs")
 	fs.Var(&size, "size", "bytes per blob (suffixes B, KiB, MiB, GiB, KB, MB, GB)")
 	fs.IntVar(&cfg.Concurrency, "c", 16, "concurrent clients")
