@@ -44,18 +44,8 @@ func (c *Coordinator) FetchChunk(ctx context.Context, b catalog.Blob, chunk int6
 }
 
 func (c *Coordinator) fetchFrom(ctx context.Context, addr raft.ServerAddress, path string, limit int64) ([]byte, error) {
-	api, err := c.apiAddr(ctx, addr)
+	resp, err := c.send(ctx, addr, http.MethodGet, path, nil)
 	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+api+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	c.sign.sign(req)
-	resp, err := c.client.Do(req)
-	if err != nil {
-		c.forgetAPI(addr)
 		return nil, err
 	}
 	defer resp.Body.Close()

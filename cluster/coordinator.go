@@ -240,21 +240,14 @@ func (c *Coordinator) forgetAPI(addr raft.ServerAddress) {
 // raftfsm.ErrNotLeader: nothing happened and it may be tried elsewhere.
 // One whose answer was lost is errUnknownOutcome.
 func (c *Coordinator) call(ctx context.Context, addr raft.ServerAddress, method, path string, body []byte, out any) error {
-	api, err := c.apiAddr(ctx, addr)
-	if err != nil {
+	resp, err := c.send(ctx, addr, method, path, bytes.NewReader(body))
+	var unsent *unsentError
+	switch {
+	case errors.As(err, &unsent):
 		return fmt.Errorf("%w: %w", raftfsm.ErrNotLeader, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+api+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	c.sign.sign(req)
-	resp, err := c.client.Do(req)
-	if err != nil {
-		c.forgetAPI(addr)
-		if body == nil {
-			return fmt.Errorf("%w: %w", raftfsm.ErrNotLeader, err) // a read: nothing to be unsure about
-		}
+	case err != nil && body == nil:
+		return fmt.Errorf("%w: %w", raftfsm.ErrNotLeader, err) // a read: nothing to be unsure about
+	case err != nil:
 		return fmt.Errorf("%w: %w", errUnknownOutcome, err)
 	}
 	defer resp.Body.Close()
@@ -267,9 +260,38 @@ func (c *Coordinator) call(ctx context.Context, addr raft.ServerAddress, method,
 		return errorFrom(resp.StatusCode, w)
 	}
 	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("%w: decode the answer of %s: %w", errUnknownOutcome, api, err)
+		return fmt.Errorf("%w: decode the answer of %s: %w", errUnknownOutcome, addr, err)
 	}
 	return nil
+}
+
+// unsentError: a peer request was not sent (the peer's API address is not
+// known), so nothing happened.
+type unsentError struct{ err error }
+
+func (e *unsentError) Error() string { return e.err.Error() }
+func (e *unsentError) Unwrap() error { return e.err }
+
+// send sends one signed peer request to the node at Raft address addr. It
+// fails with an *unsentError when the node's API address cannot be found;
+// any other error came from sending it (the cached address is then
+// forgotten, so the next request asks again).
+func (c *Coordinator) send(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader) (*http.Response, error) {
+	api, err := c.apiAddr(ctx, addr)
+	if err != nil {
+		return nil, &unsentError{err}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.scheme+"://"+api+path, body)
+	if err != nil {
+		return nil, &unsentError{err}
+	}
+	c.sign.sign(req)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.forgetAPI(addr)
+		return nil, err
+	}
+	return resp, nil
 }
 
 // maxPeerAnswer bounds a peer's JSON answer.

@@ -101,20 +101,10 @@ func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open 
 
 // sendReplica sends one peer the manifest and the bytes.
 func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, manifest []byte, data io.Reader) error {
-	api, err := c.apiAddr(ctx, addr)
-	if err != nil {
-		return err
-	}
 	head := binary.BigEndian.AppendUint32(nil, uint32(len(manifest)))
 	body := io.MultiReader(bytes.NewReader(head), bytes.NewReader(manifest), data)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.scheme+"://"+api+"/peer/data", body)
+	resp, err := c.send(ctx, addr, http.MethodPut, "/peer/data", body)
 	if err != nil {
-		return err
-	}
-	c.sign.sign(req)
-	resp, err := c.client.Do(req)
-	if err != nil {
-		c.forgetAPI(addr)
 		return err
 	}
 	defer resp.Body.Close()

@@ -19,18 +19,22 @@ func (s *Store) barrier(ctx context.Context, stale bool) error {
 	return mapErr(s.raft.ReadBarrier(ctx))
 }
 
+// lookup reads key's current record in this node's applied state.
+func (s *Store) lookup(key string) (b catalog.Blob, ok bool, err error) {
+	err = s.fsm.View(func(tx *catalog.Tx) error {
+		b, ok, err = tx.GetBlob(key)
+		return err
+	})
+	return b, ok, err
+}
+
 // Get opens the current version of key.
 func (s *Store) Get(ctx context.Context, key string, opts ReadOptions) (Object, error) {
 	if err := s.barrier(ctx, opts.Stale); err != nil {
 		return nil, err
 	}
-	var b catalog.Blob
-	var ok bool
-	if err := s.fsm.View(func(tx *catalog.Tx) error {
-		var err error
-		b, ok, err = tx.GetBlob(key)
-		return err
-	}); err != nil {
+	b, ok, err := s.lookup(key)
+	if err != nil {
 		return nil, fmt.Errorf("store: get %q: %w", key, err)
 	}
 	if !ok {

@@ -83,13 +83,8 @@ func (s *Store) ReadChunk(ctx context.Context, key string, version uint64, c int
 	if err := s.fsm.WaitApplied(ctx, version); err != nil {
 		return nil, mapErr(err)
 	}
-	var b catalog.Blob
-	var ok bool
-	if err := s.fsm.View(func(tx *catalog.Tx) error {
-		var err error
-		b, ok, err = tx.GetBlob(key)
-		return err
-	}); err != nil {
+	b, ok, err := s.lookup(key)
+	if err != nil {
 		return nil, err
 	}
 	if !ok || b.Version != version || c < 0 || c >= int64(len(b.Checksums)) {
