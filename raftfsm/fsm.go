@@ -845,7 +845,13 @@ func (f *FSM) writePendingRetrying(first, last uint64) error {
 
 // retryAfter waits *wait before a retry of a failed write, then doubles
 // it up to retryMaxWait. It reports false, at once, if Close comes first.
+//
+// REQUIRES: f.applyMu held (by ApplyBatch); it is released for the wait, so
+// that BeginWrite is not held up behind a batch waiting for the disk (a
+// claim taken meanwhile is revoked by the retried batch's frees, as any).
 func (f *FSM) retryAfter(wait *time.Duration) bool {
+	f.applyMu.Unlock()
+	defer f.applyMu.Lock()
 	t := time.NewTimer(*wait)
 	defer t.Stop()
 	select {
