@@ -421,6 +421,10 @@ type workload struct {
 	retries, reuses int
 	// allIDs gives every command a request id (and never reuses one).
 	allIDs bool
+	// commands counts generated commands: every so often one of them is
+	// a command the FSM always refuses, so that every run, whatever its
+	// seed, exercises those paths.
+	commands int
 }
 
 type resv struct {
@@ -490,7 +494,7 @@ func (w *workload) requestID(c *Command) {
 		return
 	}
 	switch p := w.r.IntN(100); {
-	case p < 1 && len(w.recent) > 0:
+	case (p < 1 || w.commands%128 == 100) && len(w.recent) > 0:
 		prev, err := DecodeCommand(w.recent[w.r.IntN(len(w.recent))])
 		if err != nil {
 			panic(err) // the workload's own encoding
@@ -526,6 +530,15 @@ func logUniform(r *rand.Rand, lo, hi int64) int64 {
 // geometry stops the node by design).
 func (w *workload) command() Command {
 	r := w.r
+	w.commands++
+	switch w.commands % 64 {
+	case 21:
+		// Size 0: ErrInvalid, and nothing reserved.
+		return Command{Kind: KindReserve, ReservationID: w.nextID, Deadline: w.now + clockStep}
+	case 42:
+		// No key: ErrInvalid before any reservation is looked up.
+		return Command{Kind: KindCommit, Identity: r.Uint64(), Created: w.now}
+	}
 	switch p := r.IntN(100); {
 	case p < 38:
 		c := Command{Kind: KindReserve, ReservationID: w.nextID, Size: logUniform(r, 1, 1536<<10),
