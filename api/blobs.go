@@ -309,6 +309,9 @@ func (s *server) getBlobAttempt(w http.ResponseWriter, r *http.Request, attempts
 	if !info.Created.IsZero() {
 		hdr.Set("Last-Modified", info.Created.UTC().Format(http.TimeFormat))
 	}
+	if len(info.Replicas) > 0 {
+		hdr.Set("Blobnode-Replicas", strings.Join(info.Replicas, ","))
+	}
 
 	switch evalReadConditions(r.Header, current, info.Created) {
 	case preconditionNotModified:

@@ -59,6 +59,11 @@
 //
 // # Reads
 //
+// GET and HEAD carry ETag and Last-Modified, and, for a blob streamed to a
+// group, Blobnode-Replicas: the comma-separated IDs of the nodes that held
+// its bytes durably when it was committed (every node holds them once
+// repair has run; this says which majority the write waited for).
+//
 // Conditional headers follow RFC 9110 section 13.2.2 (If-Match,
 // If-Unmodified-Since, If-None-Match, If-Modified-Since), then If-Range.
 // One byte range is supported: "bytes=a-b", "bytes=a-" and "bytes=-n". The

@@ -69,7 +69,7 @@
 // snapshot with ErrUnknownLayout: upgrade every node of a group before any
 // of them sends a snapshot.
 //
-// # Record encodings (format version 1)
+// # Record encodings (format versions 1 and 2)
 //
 // Records start with a format-version byte. uvarint is encoding/binary's
 // unsigned varint, which must be minimally encoded (no trailing 0x00 byte);
@@ -79,7 +79,7 @@
 //
 // Blob (the key is the bbolt key, not repeated in the value):
 //
-//	byte     0x01
+//	byte     0x01 (no Replicas) or 0x02 (Replicas recorded)
 //	uvarint  Version
 //	uvarint  Size (<= MaxInt64)
 //	uvarint  ChunkSize (<= MaxInt64; 0 only when Size is 0)
@@ -88,8 +88,13 @@
 //	uvarint  len(ContentType) (<= 1024), then its bytes
 //	uvarint  extent count n (<= MaxExtents), then n times:
 //	           uvarint Offset, uvarint Length
+//	format 2 only: uvarint replica count r (1..MaxReplicas), then r times:
+//	           uvarint len(ID) (1..MaxMemberIDLen), then its bytes
 //	         ceil(Size/ChunkSize) CRC32C values, uint32 big-endian each,
 //	         to the end of the record (their count is implied, not stored)
+//
+// Format 1 is exactly the record of releases before replica sets; a blob
+// with no Replicas is always written in it, so each blob has one encoding.
 //
 // Reservation (the ID is the bbolt key):
 //

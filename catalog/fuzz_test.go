@@ -15,6 +15,7 @@ func FuzzDecodeBlob(f *testing.F) {
 		testBlob("", 3, 2*testChunk+3),
 		{Version: math.MaxUint64, Size: 9, ChunkSize: 4, Checksums: []uint32{1, 2, 3},
 			Extents: []Extent{{0, 4096}, {1 << 40, 8}}, Created: math.MinInt64, ContentType: "text/plain; ü"},
+		{Version: 5, Size: 3, ChunkSize: 4, Checksums: []uint32{7}, Extents: []Extent{{0, 4096}}, Replicas: []string{"n1", "n3"}},
 	}
 	for _, b := range seeds {
 		enc, err := EncodeBlob(b)
@@ -26,6 +27,7 @@ func FuzzDecodeBlob(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{blobFormatV1, 0x80, 0x00})
+	f.Add([]byte{blobFormatV2, 1, 0, 0, 0, 0, 0, 0, 0}) // a replica count of 0
 	f.Add([]byte{blobFormatV1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
 
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Record limits. They are part of the on-disk contract: a record that breaks
@@ -18,6 +19,8 @@ const (
 	// MaxChecksums is the most chunk checksums one blob may carry
 	// (16 TiB at 256 KiB chunks).
 	MaxChecksums = 1 << 26
+	// MaxReplicas is the most node IDs a blob's replica set may hold.
+	MaxReplicas = 16
 	// MaxMetaValueLen is the largest value PutMeta accepts.
 	MaxMetaValueLen = 64 << 10
 )
@@ -25,6 +28,7 @@ const (
 // Record format versions: the first byte of every encoded record.
 const (
 	blobFormatV1        = 1
+	blobFormatV2        = 2 // format 1 with the replica set
 	reservationFormatV1 = 1
 )
 
@@ -49,6 +53,12 @@ type Blob struct {
 	// Created is in unix nanoseconds, taken from the Raft entry.
 	Created       int64
 	ReservationID uint64
+	// Replicas are the IDs of the nodes that held the bytes durably when
+	// the blob was committed (a streamed upload's majority, in the order
+	// they acknowledged); nil when every replica writes the bytes from
+	// the log (inline blobs) and for blobs of older releases. Repair asks
+	// these nodes first.
+	Replicas []string
 }
 
 // Reservation is space allocated for an upload that is not committed yet.
@@ -108,6 +118,14 @@ func validateBlob(b *Blob) error {
 	if len(b.ContentType) > MaxContentTypeLen {
 		return fmt.Errorf("content type of %d bytes, more than %d", len(b.ContentType), MaxContentTypeLen)
 	}
+	if len(b.Replicas) > MaxReplicas {
+		return fmt.Errorf("%d replicas, more than %d", len(b.Replicas), MaxReplicas)
+	}
+	for _, id := range b.Replicas {
+		if len(id) == 0 || len(id) > MaxMemberIDLen {
+			return fmt.Errorf("replica id of %d bytes, want 1..%d", len(id), MaxMemberIDLen)
+		}
+	}
 	return validateExtents(b.Extents, b.Size)
 }
 
@@ -145,7 +163,11 @@ func AppendBlob(dst []byte, b Blob) ([]byte, error) {
 		dst = make([]byte, 0, 6*binary.MaxVarintLen64+len(b.ContentType)+
 			len(b.Extents)*2*binary.MaxVarintLen64+4*len(b.Checksums))
 	}
-	dst = append(dst, blobFormatV1)
+	if len(b.Replicas) == 0 {
+		dst = append(dst, blobFormatV1)
+	} else {
+		dst = append(dst, blobFormatV2)
+	}
 	dst = binary.AppendUvarint(dst, b.Version)
 	dst = binary.AppendUvarint(dst, uint64(b.Size))
 	dst = binary.AppendUvarint(dst, uint64(b.ChunkSize))
@@ -154,6 +176,13 @@ func AppendBlob(dst []byte, b Blob) ([]byte, error) {
 	dst = binary.AppendUvarint(dst, uint64(len(b.ContentType)))
 	dst = append(dst, b.ContentType...)
 	dst = appendExtents(dst, b.Extents)
+	if len(b.Replicas) > 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(b.Replicas)))
+		for _, id := range b.Replicas {
+			dst = binary.AppendUvarint(dst, uint64(len(id)))
+			dst = append(dst, id...)
+		}
+	}
 	for _, c := range b.Checksums {
 		dst = binary.BigEndian.AppendUint32(dst, c)
 	}
@@ -246,16 +275,20 @@ func (d *decoder) bytes(field string, n uint64) []byte {
 	return v
 }
 
-func (d *decoder) format(want byte) {
+// format reads the format-version byte, which must be one of want, and
+// returns it (0 after an error).
+func (d *decoder) format(want ...byte) byte {
 	if len(d.b) == 0 {
 		d.fail("empty")
-		return
+		return 0
 	}
-	if d.b[0] != want {
-		d.fail("unknown format version %d (want %d)", d.b[0], want)
-		return
+	f := d.b[0]
+	if !slices.Contains(want, f) {
+		d.fail("unknown format version %d (want one of %v)", f, want)
+		return 0
 	}
 	d.advance(1)
+	return f
 }
 
 func (d *decoder) extents() []Extent {
@@ -296,7 +329,7 @@ func (d *decoder) end() {
 func DecodeBlob(data []byte) (Blob, error) {
 	d := decoder{rec: "blob", b: data}
 	var b Blob
-	d.format(blobFormatV1)
+	format := d.format(blobFormatV1, blobFormatV2)
 	b.Version = d.uvarint("version")
 	b.Size = d.nonNegative("size")
 	b.ChunkSize = d.nonNegative("chunk size")
@@ -308,6 +341,19 @@ func DecodeBlob(data []byte) (Blob, error) {
 	}
 	b.ContentType = string(d.bytes("content type", ctLen))
 	b.Extents = d.extents()
+	if format == blobFormatV2 {
+		n := d.uvarint("replica count")
+		if d.err == nil && (n == 0 || n > MaxReplicas) {
+			d.fail("replica count %d, want 1..%d", n, MaxReplicas)
+		}
+		for i := uint64(0); d.err == nil && i < n; i++ {
+			idLen := d.uvarint("replica id length")
+			if d.err == nil && (idLen == 0 || idLen > MaxMemberIDLen) {
+				d.fail("replica id length %d, want 1..%d", idLen, MaxMemberIDLen)
+			}
+			b.Replicas = append(b.Replicas, string(d.bytes("replica id", idLen)))
+		}
+	}
 	if d.err != nil {
 		return Blob{}, d.err
 	}

@@ -29,6 +29,15 @@ func TestBlobRoundTrip(t *testing.T) {
 		{"unicode content type", Blob{Version: 9, ContentType: "text/plain; charset=utf-8; name=\"ünï\""}},
 		{"many extents", Blob{Version: 10, Size: 3 * 4096, ChunkSize: testChunk, Checksums: []uint32{42},
 			Extents: []Extent{{8192, 4096}, {0, 4096}, {1 << 40, 4096}}}},
+		{"replica set (format 2)", Blob{Version: 11, Size: 5, ChunkSize: 4, Checksums: []uint32{1, 2},
+			Extents: []Extent{{0, 8192}}, Replicas: []string{"n2", "n1"}}},
+		{"largest replica set", Blob{Version: 12, Replicas: func() []string {
+			ids := make([]string, MaxReplicas)
+			for i := range ids {
+				ids[i] = strings.Repeat(string(rune('a'+i)), MaxMemberIDLen)
+			}
+			return ids
+		}()}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,6 +128,9 @@ func TestEncodeRefusesInvalidRecords(t *testing.T) {
 			b.Extents = []Extent{{0, math.MaxInt64}, {0, math.MaxInt64}}
 		})},
 		{"content type too long", mod(func(b *Blob) { b.ContentType = strings.Repeat("a", MaxContentTypeLen+1) })},
+		{"too many replicas", mod(func(b *Blob) { b.Replicas = make([]string, MaxReplicas+1) })},
+		{"empty replica id", mod(func(b *Blob) { b.Replicas = []string{"n1", ""} })},
+		{"replica id too long", mod(func(b *Blob) { b.Replicas = []string{strings.Repeat("n", MaxMemberIDLen+1)} })},
 	}
 	for _, tc := range blobs {
 		t.Run("blob/"+tc.name, func(t *testing.T) {

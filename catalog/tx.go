@@ -79,7 +79,7 @@ func putUint64(b *bbolt.Bucket, key string, v uint64) error {
 // blobRecordVersion reads only the version field of an encoded blob.
 func blobRecordVersion(v []byte) (uint64, error) {
 	d := decoder{rec: "blob", b: v}
-	d.format(blobFormatV1)
+	d.format(blobFormatV1, blobFormatV2)
 	ver := d.uvarint("version")
 	return ver, d.err
 }

@@ -1,12 +1,14 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/hashicorp/raft"
@@ -21,16 +23,20 @@ type ChunkReader interface {
 }
 
 // FetchChunk implements store.ChunkSource: chunk c of blob b from the
-// first other member that holds it verified (GET /peer/chunk). The caller
-// verifies what it gets.
+// first other member that holds it verified (GET /peer/chunk), asking the
+// blob's recorded replicas first. The caller verifies what it gets.
 func (c *Coordinator) FetchChunk(ctx context.Context, b catalog.Blob, chunk int64) ([]byte, error) {
 	f := c.node.Raft().GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, err
 	}
 	q := url.Values{"key": {b.Key}, "version": {strconv.FormatUint(b.Version, 10)}, "chunk": {strconv.FormatInt(chunk, 10)}}
+	servers := slices.Clone(f.Configuration().Servers)
+	slices.SortStableFunc(servers, func(x, y raft.Server) int {
+		return cmp.Compare(replicaRank(b.Replicas, x.ID), replicaRank(b.Replicas, y.ID))
+	})
 	var errs []error
-	for _, s := range f.Configuration().Servers {
+	for _, s := range servers {
 		if s.ID == c.node.ID() {
 			continue
 		}
@@ -41,6 +47,15 @@ func (c *Coordinator) FetchChunk(ctx context.Context, b catalog.Blob, chunk int6
 		errs = append(errs, fmt.Errorf("%s: %w", s.ID, err))
 	}
 	return nil, fmt.Errorf("cluster: no replica served %q version %d chunk %d: %w", b.Key, b.Version, chunk, errors.Join(errs...))
+}
+
+// replicaRank orders servers for a fetch: the recorded replicas in their
+// order, then everyone else.
+func replicaRank(replicas []string, id raft.ServerID) int {
+	if i := slices.Index(replicas, string(id)); i >= 0 {
+		return i
+	}
+	return len(replicas)
 }
 
 func (c *Coordinator) fetchFrom(ctx context.Context, addr raft.ServerAddress, path string, limit int64) ([]byte, error) {

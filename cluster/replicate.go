@@ -32,11 +32,13 @@ const maxManifest = 16 << 20
 // Replicate implements store.Replicator: it sends the upload's bytes to
 // every other voter in parallel (PUT /peer/data) and returns once a
 // majority of the voters, this node included (its copy is durable
-// before Replicate is called), holds them durably.
-func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open func() io.Reader) error {
+// before Replicate is called), holds them durably, with the IDs of the
+// nodes that do: this node first, then the peers in the order they
+// acknowledged.
+func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open func() io.Reader) ([]string, error) {
 	f := c.node.Raft().GetConfiguration()
 	if err := f.Error(); err != nil {
-		return err
+		return nil, err
 	}
 	var peers []raft.Server
 	voters := 0
@@ -50,23 +52,28 @@ func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open 
 		}
 	}
 	need := voters/2 + 1 - 1 // this node holds one copy
+	holders := []string{string(c.node.ID())}
 	if need <= 0 {
-		return nil
+		return holders, nil
 	}
 	manifest, err := json.Marshal(w)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	results := make(chan error, len(peers))
+	type result struct {
+		id  raft.ServerID
+		err error
+	}
+	results := make(chan result, len(peers))
 	for _, p := range peers {
 		go func() {
 			err := c.sendReplica(rctx, p.Address, manifest, open())
 			if err != nil {
 				err = fmt.Errorf("%s: %w", p.ID, err)
 			}
-			results <- err
+			results <- result{p.ID, err}
 		}()
 	}
 	acked, failed := 0, 0
@@ -74,15 +81,16 @@ func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open 
 	var grace <-chan time.Time
 	for acked+failed < len(peers) {
 		select {
-		case err := <-results:
-			if err == nil {
+		case r := <-results:
+			if r.err == nil {
 				acked++
+				holders = append(holders, string(r.id))
 			} else {
 				failed++
-				errs = append(errs, err)
+				errs = append(errs, r.err)
 			}
 		case <-grace:
-			return nil // a majority holds the bytes; the rest are cut off
+			return holders, nil // a majority holds the bytes; the rest are cut off
 		}
 		if acked >= need && grace == nil {
 			t := time.NewTimer(stragglerGrace)
@@ -90,13 +98,13 @@ func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open 
 			grace = t.C
 		}
 		if len(peers)-failed < need {
-			return fmt.Errorf("cluster: only %d of the %d replicas needed hold the bytes: %w", acked+1, need+1, errors.Join(errs...))
+			return nil, fmt.Errorf("cluster: only %d of the %d replicas needed hold the bytes: %w", acked+1, need+1, errors.Join(errs...))
 		}
 	}
 	if len(errs) > 0 {
 		c.log.Warn("a replica did not take an upload's bytes; repair will copy them", "err", errors.Join(errs...))
 	}
-	return nil
+	return holders, nil
 }
 
 // sendReplica sends one peer the manifest and the bytes.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/blobnode/blobnode/catalog"
 )
@@ -100,6 +101,11 @@ type Command struct {
 	Created   int64    // Commit: unix ns, the coordinator's clock at proposal
 	ChunkSize int64    // Commit
 	Checksums []uint32 // Commit: one per chunk
+	// Replicas (Commit) are the IDs of the nodes that hold the upload's
+	// bytes durably, recorded with the blob (catalog.Blob.Replicas).
+	// Encoded after the blob fields only when there are some, so a Commit
+	// without them has the encoding of releases before replica sets.
+	Replicas []string
 	// IfMatch (Commit, Delete) requires the key's current version to be
 	// this one; 0 means no condition.
 	IfMatch uint64
@@ -165,6 +171,10 @@ func (c *Command) Validate() error {
 		return fmt.Errorf("%w: %d inline bytes, at most %d", ErrBadCommand, len(c.Data), MaxInlineSize)
 	case len(c.NodeID) > maxNodeIDLen:
 		return fmt.Errorf("%w: node id of %d bytes, at most %d", ErrBadCommand, len(c.NodeID), maxNodeIDLen)
+	case len(c.Replicas) > catalog.MaxReplicas:
+		return fmt.Errorf("%w: %d replicas, at most %d", ErrBadCommand, len(c.Replicas), catalog.MaxReplicas)
+	case slices.ContainsFunc(c.Replicas, func(id string) bool { return id == "" || len(id) > maxNodeIDLen }):
+		return fmt.Errorf("%w: a replica id that is empty or longer than %d bytes", ErrBadCommand, maxNodeIDLen)
 	case len(c.APIAddr) > maxAddrLen || len(c.RaftAddr) > maxAddrLen:
 		return fmt.Errorf("%w: address of %d/%d bytes, at most %d", ErrBadCommand, len(c.APIAddr), len(c.RaftAddr), maxAddrLen)
 	}
@@ -194,6 +204,12 @@ func (c *Command) Encode() []byte {
 	case KindCommit:
 		b = appendIDs(b, c.ReservationIDs)
 		b = c.appendBlobFields(b)
+		if len(c.Replicas) > 0 {
+			b = binary.AppendUvarint(b, uint64(len(c.Replicas)))
+			for _, id := range c.Replicas {
+				b = appendString(b, id)
+			}
+		}
 	case KindCommitInline:
 		b = c.appendBlobFields(b)
 		b = binary.AppendUvarint(b, uint64(len(c.Data)))
@@ -394,6 +410,19 @@ func DecodeCommand(data []byte) (Command, error) {
 	case KindCommit:
 		c.ReservationIDs = r.ids()
 		r.blobFields(&c)
+		if r.err == nil && len(r.b) > 0 {
+			n := r.uvarint("replica count")
+			if r.err == nil && (n == 0 || n > catalog.MaxReplicas) {
+				r.fail("replica count")
+			}
+			for i := uint64(0); r.err == nil && i < n; i++ {
+				id := r.string("replica id", maxNodeIDLen)
+				if r.err == nil && id == "" {
+					r.fail("empty replica id")
+				}
+				c.Replicas = append(c.Replicas, id)
+			}
+		}
 	case KindCommitInline:
 		r.blobFields(&c)
 		n := r.uvarint("data length")

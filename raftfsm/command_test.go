@@ -34,6 +34,8 @@ func sampleCommands() []Command {
 			ContentType: strings.Repeat("c", maxContentType), Created: -1, ChunkSize: 5,
 			Checksums: []uint32{3}, IfMatch: math.MaxUint64,
 		},
+		{Kind: KindCommit, ReservationIDs: []uint64{3}, Size: 2, Key: "r", ChunkSize: 2, Checksums: []uint32{5},
+			Replicas: []string{"n1", strings.Repeat("n", maxNodeIDLen)}},
 		{Kind: KindAbort, ReservationID: 0},
 		{Kind: KindAbort, ReservationID: math.MaxUint64},
 		{Kind: KindExpire, Now: 0},
@@ -111,6 +113,9 @@ func TestCommandEncodingFrozen(t *testing.T) {
 			Kind: KindCommitInline, Size: 3, Key: "small", Identity: 99, ContentType: "text/plain",
 			Created: 5, ChunkSize: 256 << 10, Checksums: []uint32{0xabcdef01}, IfNoneMatch: true, Data: []byte("abc"),
 		}, "01090605736d616c6c630a746578742f706c61696e0a80802000010101efcdab03616263"},
+		// A Commit with a replica set: its ids follow the checksums.
+		{Command{Kind: KindCommit, ReservationIDs: []uint64{3}, Size: 2, Key: "r", ChunkSize: 2, Checksums: []uint32{5},
+			Replicas: []string{"n1", "n2"}}, "01040103040172000000040000010500000002026e31026e32"},
 		// Format 2: format byte 2, kind, uvarint request id, format 1's fields.
 		{Command{Kind: KindNoop, RequestID: 1}, "020101"},
 		{Command{Kind: KindReserve, RequestID: 300, ReservationID: 1, Size: 1}, "0203ac02010200"},
@@ -257,15 +262,26 @@ func TestDecodeCommandMalformed(t *testing.T) {
 		{"commit checksum count huge", cat(hdr(KindCommit), uv(nil, 0), commitTail(), uv(nil, math.MaxUint64))},
 		{"commit checksum count over limit", cat(hdr(KindCommit), uv(nil, 0), commitTail(), uv(nil, maxChecksums+1), make([]byte, 4*(maxChecksums+1)))},
 		{"commit checksum count past end", cat(hdr(KindCommit), uv(nil, 0), commitTail(), uv(nil, 2), make([]byte, 7))},
+		{"commit replica count zero", cat((&Command{Kind: KindCommit, Key: "k"}).Encode(), []byte{0})},
+		{"commit replica count over limit", cat((&Command{Kind: KindCommit, Key: "k"}).Encode(), uv(nil, 17), bytes.Repeat([]byte{1, 'n'}, 17))},
+		{"commit empty replica id", cat((&Command{Kind: KindCommit, Key: "k"}).Encode(), []byte{1, 0})},
+		{"commit replica id past end", cat((&Command{Kind: KindCommit, Key: "k"}).Encode(), []byte{1, 5, 'n'})},
 		{"commit checksums trailing byte", cat(hdr(KindCommit), uv(nil, 0), commitTail(), uv(nil, 1), make([]byte, 5))},
 		{"commit bool 2", cat(hdr(KindCommit), uv(nil, 0), commitTail()[:len(commitTail())-1], []byte{2}, uv(nil, 0))},
 		{"commit bool missing", cat(hdr(KindCommit), uv(nil, 0), commitTail()[:len(commitTail())-1])},
 	}
 	// Every strict prefix of a valid encoding is malformed: the format is
-	// self-delimiting, so no encoding is a prefix of another.
+	// self-delimiting, so no encoding is a prefix of another, with one
+	// exception: a Commit's replica set is optional, and the Commit cut
+	// just before it is that Commit without one.
 	for _, c := range sampleCommands() {
 		enc := c.Encode()
+		bare := c
+		bare.Replicas = nil
 		for n := range len(enc) {
+			if len(c.Replicas) > 0 && n == len(bare.Encode()) {
+				continue
+			}
 			cases = append(cases, struct {
 				name string
 				data []byte
@@ -357,6 +373,8 @@ func TestValidate(t *testing.T) {
 		{Kind: KindRegister, NodeID: "n", RaftAddr: long(maxAddrLen + 1)},
 		{Kind: KindDeregister, NodeID: long(maxNodeIDLen + 1)},
 		{Kind: KindDelete, RequestID: 1, Key: long(maxKeyLen + 1)},
+		{Kind: KindCommit, Key: "k", Replicas: make([]string, 17)},
+		{Kind: KindCommit, Key: "k", Replicas: []string{long(maxNodeIDLen + 1)}},
 	} {
 		if err := c.Validate(); !errors.Is(err, ErrBadCommand) {
 			t.Errorf("Validate(kind %d, over a limit): %v; want ErrBadCommand", c.Kind, err)

@@ -178,7 +178,12 @@ type FSM struct {
 	// that BeginWrite's check of a reservation and its claim on the pages
 	// are one step against them (see localwrite.go).
 	applyMu sync.Mutex
-	guard   writeGuard
+
+	// unmarked counts the blobs committed (or restored) without a mark
+	// that this node holds them verified: the repairer looks for work
+	// when it changes.
+	unmarked atomic.Uint64
+	guard    writeGuard
 }
 
 // Open reconciles the catalog and the allocator and returns the FSM. If
@@ -738,6 +743,10 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 			return Result{}, err
 		}
 	}
+	if f.takeHeld(c.ReservationIDs) {
+		return res, tx.MarkLocal(c.Key, index)
+	}
+	f.unmarked.Add(1)
 	return res, nil
 }
 
@@ -764,7 +773,14 @@ func (f *FSM) applyCommitInline(tx *catalog.Tx, index uint64, c *Command) (Resul
 		}
 		f.pending = append(f.pending, inlineWrite{index: index, exts: exts, data: c.Data})
 	}
-	return f.mapKey(tx, index, c, exts, c.ChunkSize, cur, exists)
+	res, err = f.mapKey(tx, index, c, exts, c.ChunkSize, cur, exists)
+	if err != nil {
+		return Result{}, err
+	}
+	// This node writes the bytes itself (or, at or below openMark, has
+	// them durably already), and a power cut before they are durable is
+	// undone by replay from the log: it holds them verified.
+	return res, tx.MarkLocal(c.Key, index)
 }
 
 func preconditionFails(c *Command, cur catalog.Blob, exists bool) bool {
@@ -784,7 +800,7 @@ func (f *FSM) mapKey(tx *catalog.Tx, index uint64, c *Command, exts []catalog.Ex
 	b := catalog.Blob{
 		Key: c.Key, Version: index, Size: c.Size, Extents: exts,
 		ChunkSize: chunkSize, Checksums: c.Checksums, ContentType: c.ContentType,
-		Created: c.Created, ReservationID: c.Identity,
+		Created: c.Created, ReservationID: c.Identity, Replicas: c.Replicas,
 	}
 	return res, tx.PutBlob(b)
 }
@@ -900,6 +916,7 @@ func (f *FSM) release(tx *catalog.Tx, rs ...catalog.Reservation) error {
 		if err := tx.DeleteReservation(r.ID); err != nil {
 			return err
 		}
+		f.forgetHeld(r.ID)
 	}
 	return nil
 }
@@ -975,6 +992,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("raftfsm: restore: %w", err)
 	}
 	f.revokeAllWriters()
+	f.unmarked.Add(1)
 	var idx uint64
 	if err := f.cat.View(func(tx *catalog.Tx) error {
 		var err error

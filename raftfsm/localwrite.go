@@ -1,7 +1,9 @@
 package raftfsm
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/blobnode/blobnode/catalog"
@@ -24,6 +26,14 @@ import (
 type writeGuard struct {
 	mu      sync.Mutex
 	writers map[int64]map[*LocalWrite]struct{}
+	// held names the live reservations whose bytes this node holds
+	// durably and verified (LocalWrite.Held). A Commit whose reservations
+	// are all held marks its blob verified here in the same transaction,
+	// so the repairer need not read it back; a reservation leaves the set
+	// when it is consumed or freed, so the set is bounded by the live
+	// reservations. It is in memory only: after a restart the repairer
+	// verifies what the log commits.
+	held map[uint64]struct{}
 }
 
 // LocalWrite is a local writer's claim on reserved pages.
@@ -32,6 +42,7 @@ type LocalWrite struct {
 	mu   sync.Mutex // held across each device write, so revoke waits for it
 	err  error      // set by revoke: every later write fails with it
 	offs []int64
+	ids  []uint64 // the reservations claimed (none for BeginBlobWrite)
 }
 
 // BeginWrite claims the pages of reservations ids for a local writer and
@@ -72,7 +83,75 @@ func (w *LocalWrite) Extend(ids ...uint64) ([]catalog.Extent, error) {
 		return nil, err
 	}
 	w.register(exts)
+	w.ids = append(w.ids, ids...)
 	return exts, nil
+}
+
+// Held records that this node now holds the bytes of reservations ids,
+// all of them claimed by w, durably (synced) and verified (their
+// checksums computed or checked as they were written): the Commit that
+// maps them will mark its blob verified here. It fails, and records
+// nothing, if a reservation is no longer live
+// (ErrNoReservation: a Commit applied meanwhile leaves its blob to the
+// repairer) or not claimed by w.
+func (w *LocalWrite) Held(ids []uint64) error {
+	f := w.f
+	// Live is what matters, not whether w was revoked: a revocation
+	// frees pages, and freed reservations are never live again (ids are
+	// not reused); one of w's may be freed on purpose (store's trimTail).
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	for _, id := range ids {
+		if !slices.Contains(w.ids, id) {
+			return fmt.Errorf("raftfsm: reservation %d is not claimed by this write", id)
+		}
+	}
+	err := f.cat.View(func(tx *catalog.Tx) error {
+		for _, id := range ids {
+			if _, ok, err := tx.GetReservation(id); err != nil || !ok {
+				return cmp.Or(err, fmt.Errorf("%w: %d is not live here", ErrNoReservation, id))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	g := &f.guard
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.held == nil {
+		g.held = map[uint64]struct{}{}
+	}
+	for _, id := range ids {
+		g.held[id] = struct{}{}
+	}
+	return nil
+}
+
+// takeHeld reports whether every one of ids (at least one) is held, and
+// forgets them all. Called by the applying goroutine as a Commit consumes
+// them.
+func (f *FSM) takeHeld(ids []uint64) bool {
+	g := &f.guard
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	all := len(ids) > 0
+	for _, id := range ids {
+		if _, ok := g.held[id]; !ok {
+			all = false
+		}
+		delete(g.held, id)
+	}
+	return all
+}
+
+// forgetHeld drops reservation id from the held set (it was freed).
+func (f *FSM) forgetHeld(id uint64) {
+	g := &f.guard
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.held, id)
 }
 
 // WriteAt writes p at the device offset off through d, unless the claim
@@ -122,6 +201,7 @@ func (f *FSM) revokeWriters(exts []catalog.Extent) {
 func (f *FSM) revokeAllWriters() {
 	g := &f.guard
 	g.mu.Lock()
+	clear(g.held)
 	var ws []*LocalWrite
 	for _, set := range g.writers {
 		for w := range set {
@@ -186,6 +266,11 @@ func (w *LocalWrite) register(exts []catalog.Extent) {
 		w.offs = append(w.offs, e.Offset)
 	}
 }
+
+// Unmarked counts the blobs this node committed or restored without
+// marking them held verified; it only grows. Whoever verifies such blobs
+// (the repairer) has work when it changes.
+func (f *FSM) Unmarked() uint64 { return f.unmarked.Load() }
 
 // MarkLocal records in the node-local part of the catalog that this node
 // holds verified data for key's version (see catalog.Tx.MarkLocal).

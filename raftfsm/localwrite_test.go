@@ -107,3 +107,68 @@ func TestRenewExtendsLease(t *testing.T) {
 		t.Fatal("the renewed reservation outlived its renewed deadline")
 	}
 }
+
+// TestHeldMarksCommit: a Commit marks its blob held verified here only if
+// every one of its reservations was recorded Held while live; a freed
+// reservation cannot be recorded, and a freed one is forgotten, so a
+// later Commit that names it (refused) marks nothing.
+func TestHeldMarksCommit(t *testing.T) {
+	s := newStack(t, memDev, 1)
+	applyCmds(t, s.fsm, Command{Kind: KindInit, Geometry: testGeometry.String()},
+		Command{Kind: KindReserve, ReservationID: 1, Size: 4096, Deadline: 1 << 50},
+		Command{Kind: KindReserve, ReservationID: 2, Size: 4096, Deadline: 1 << 50},
+		Command{Kind: KindReserve, ReservationID: 3, Size: 4096, Deadline: 1 << 50})
+	w, _, err := s.fsm.BeginWrite(1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.End()
+	if err := w.Held([]uint64{3}); err == nil {
+		t.Fatal("Held of a reservation the write did not claim succeeded")
+	}
+	if err := w.Held([]uint64{1}); err != nil {
+		t.Fatalf("Held of a live claimed reservation: %v", err)
+	}
+	commit := func(key string, ids ...uint64) Command {
+		return Command{Kind: KindCommit, Key: key, ReservationIDs: ids, Size: int64(4096 * len(ids)),
+			ChunkSize: 1 << 20, Checksums: []uint32{1}, Identity: ids[0]}
+	}
+	before := s.fsm.Unmarked()
+	// Reservation 2 was never recorded: the blob of 1 and 2 stays unmarked.
+	applyCmds(t, s.fsm, commit("both", 1, 2))
+	if marked(t, s, "both") {
+		t.Fatal("a blob with a reservation not held was marked")
+	}
+	if s.fsm.Unmarked() != before+1 {
+		t.Fatalf("unmarked count %d; want %d", s.fsm.Unmarked(), before+1)
+	}
+	// Its reservations were consumed: they cannot be recorded any more.
+	if err := w.Held([]uint64{1}); !errors.Is(err, ErrNoReservation) {
+		t.Fatalf("Held after the Commit consumed the reservation: %v; want ErrNoReservation", err)
+	}
+	w3, _, err := s.fsm.BeginWrite(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w3.End()
+	if err := w3.Held([]uint64{3}); err != nil {
+		t.Fatal(err)
+	}
+	applyCmds(t, s.fsm, commit("three", 3))
+	if !marked(t, s, "three") {
+		t.Fatal("a blob whose every reservation was held is not marked")
+	}
+}
+
+func marked(t *testing.T, s *stack, key string) bool {
+	t.Helper()
+	var ok bool
+	if err := s.fsm.View(func(tx *catalog.Tx) error {
+		var err error
+		_, ok, err = tx.LocalVersion(key)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}

@@ -192,3 +192,19 @@ func (s *reviewStack) deviceOffset(t testing.TB, key string, off int64) int64 {
 	}
 	return dev
 }
+
+// localVersion returns the version of key this node has marked as held
+// verified.
+func (s *reviewStack) localVersion(t testing.TB, key string) (uint64, bool) {
+	t.Helper()
+	var v uint64
+	var ok bool
+	if err := s.fsm.View(func(tx *catalog.Tx) error {
+		var err error
+		v, ok, err = tx.LocalVersion(key)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v, ok
+}

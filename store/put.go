@@ -231,7 +231,8 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 	var (
 		written   int64
 		checksums []uint32
-		whole     uint32 // CRC32C of the body, for the client's header
+		whole     uint32   // CRC32C of the body, for the client's header
+		replicas  []string // the nodes holding the bytes, in a group
 	)
 	for {
 		want := int64(len(buf))
@@ -289,9 +290,13 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 			return BlobInfo{}, fmt.Errorf("store: sync data: %w", err)
 		}
 		s.cfg.ObserveStage("sync", time.Since(start))
+		if err := u.claim.Held(u.ids); err != nil {
+			return BlobInfo{}, mapErr(err) // its reservations are gone: the Commit would fail
+		}
 		if s.cfg.Replicas != nil {
 			start := time.Now()
-			err := s.cfg.Replicas.Replicate(ctx, ReplicaWrite{
+			var err error
+			replicas, err = s.cfg.Replicas.Replicate(ctx, ReplicaWrite{
 				ReservationIDs: u.ids, Index: u.index, Identity: u.identity,
 				Size: written, Checksums: checksums,
 			}, func() io.Reader { return &blobReader{vol: s.vol, ext: &u.ext, size: written} })
@@ -306,6 +311,7 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 		ContentType: req.ContentType, Created: s.cfg.Now().UnixNano(),
 		ChunkSize: ChunkSize, Checksums: checksums, Identity: u.identity,
 		IfMatch: parseETag(req.Cond.IfMatch), IfNoneMatch: req.Cond.IfNoneMatchAny,
+		Replicas: replicas,
 	}
 	if req.Cond.IfMatch != "" && c.IfMatch == 0 {
 		return BlobInfo{}, ErrPreconditionFailed
@@ -326,7 +332,7 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 func committed(c *raftfsm.Command, res raftfsm.Result) BlobInfo {
 	return BlobInfo{
 		Key: c.Key, Size: c.Size, Version: res.Version, ETag: ETag(res.Version),
-		ContentType: c.ContentType, Created: time.Unix(0, c.Created).UTC(),
+		ContentType: c.ContentType, Created: time.Unix(0, c.Created).UTC(), Replicas: c.Replicas,
 	}
 }
 

@@ -97,31 +97,41 @@ func (s *Store) ReadChunk(ctx context.Context, key string, version uint64, c int
 }
 
 // repairBatch bounds the blobs one pass of the repairer looks at, and
-// repairInterval is the pause between passes.
+// repairInterval is the pause between passes; a pass runs only when there
+// may be work (see repairer), and at least every repairRescan.
 const (
 	repairBatch    = 256
 	repairInterval = time.Second
+	repairRescan   = time.Minute
 )
 
 // repairer verifies, one batch per pass, the blobs this node has not
 // marked as held verified, repairs the chunks that fail from replicas,
-// and marks them. It runs until Close.
+// and marks them. A pass walks the whole catalog, so it runs only when
+// there may be work: at start, while the last pass left a backlog, when
+// the state machine committed or restored blobs without marking them
+// (fsm.Unmarked changed), and every repairRescan. It runs until Close.
 func (s *Store) repairer() {
 	defer s.wg.Done()
 	t := time.NewTicker(repairInterval)
 	defer t.Stop()
 	after, scrubbed := "", ""
+	seen, first := uint64(0), true
+	var lastPass time.Time
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
 		}
-		next, err := s.repairPass(after)
-		if err != nil && !errors.Is(err, raftfsm.ErrStopped) {
-			s.log.Warn("repair pass", "err", err)
+		if u := s.fsm.Unmarked(); first || u != seen || after != "" || s.backlog.Load() > 0 || time.Since(lastPass) >= repairRescan {
+			first, seen, lastPass = false, u, time.Now()
+			next, err := s.repairPass(after)
+			if err != nil && !errors.Is(err, raftfsm.ErrStopped) {
+				s.log.Warn("repair pass", "err", err)
+			}
+			after = next
 		}
-		after = next
 		if s.cfg.ScrubRate > 0 && s.backlog.Load() == 0 {
 			scrubbed = s.scrubPass(scrubbed, s.cfg.ScrubRate*int64(repairInterval/time.Second))
 		}

@@ -12,10 +12,11 @@ import (
 
 // Replicator copies an upload's bytes to the other replicas of a group
 // before its Commit is proposed (cluster.Coordinator implements it). It
-// returns nil once a majority of the group, this node included, holds
-// them durably; stragglers catch up through repair.
+// returns once a majority of the group, this node included, holds them
+// durably, with the IDs of the nodes that do (the Commit records them);
+// stragglers catch up through repair.
 type Replicator interface {
-	Replicate(ctx context.Context, w ReplicaWrite, open func() io.Reader) error
+	Replicate(ctx context.Context, w ReplicaWrite, open func() io.Reader) ([]string, error)
 }
 
 // ReplicaWrite describes the bytes of an upload for a replica: where they
@@ -84,6 +85,11 @@ func (s *Store) ReceiveReplica(ctx context.Context, w ReplicaWrite, body io.Read
 	}
 	if err := s.vol.SyncData(ctx); err != nil {
 		return fmt.Errorf("store: sync replica: %w", err)
+	}
+	if err := claim.Held(w.ReservationIDs); err != nil {
+		// Committed or freed meanwhile: the repairer verifies what
+		// was committed, and the coordinator counts this ack anyway.
+		s.log.Debug("replica: cannot record the bytes held", "err", err)
 	}
 	return nil
 }

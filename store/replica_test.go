@@ -67,6 +67,11 @@ func TestReceiveReplica(t *testing.T) {
 	if err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("read back: %d bytes, %v", len(got), err)
 	}
+	// The replica synced and verified what it received: the Commit
+	// marked the blob held verified here, with nothing left to repair.
+	if v, ok := s.localVersion(t, "replicated"); !ok || v != cres.Index {
+		t.Fatalf("local mark after a received replica's Commit: %d, %v; want %d", v, ok, cres.Index)
+	}
 	// The reservation became the blob: more bytes for it are refused.
 	if err := s.st.ReceiveReplica(ctx, w, bytes.NewReader(body)); !errors.Is(err, ErrGone) {
 		t.Fatalf("bytes for a committed reservation: %v; want ErrGone", err)

@@ -441,6 +441,6 @@ func mapErr(err error) error {
 func info(b catalog.Blob) BlobInfo {
 	return BlobInfo{
 		Key: b.Key, Size: b.Size, Version: b.Version, ETag: ETag(b.Version),
-		ContentType: b.ContentType, Created: time.Unix(0, b.Created).UTC(),
+		ContentType: b.ContentType, Created: time.Unix(0, b.Created).UTC(), Replicas: b.Replicas,
 	}
 }

@@ -111,6 +111,9 @@ type BlobInfo struct {
 	ETag        string // strong entity tag, quoted, e.g. "\"1a2b-0c0ffee0\""
 	ContentType string
 	Created     time.Time
+	// Replicas are the nodes that held the bytes durably when the blob
+	// was committed (streamed uploads in a group); nil otherwise.
+	Replicas []string
 }
 
 // Condition is a write precondition taken from If-Match / If-None-Match.

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -99,6 +101,22 @@ func TestClusterRepair(t *testing.T) {
 	c.start(f)
 	waitRepaired(t, c)
 	readEverywhere(t, c, want)
+	// A streamed blob written while f was down records the two nodes
+	// that held it, and every node reports the same set.
+	for i := range 40 {
+		key := fmt.Sprintf("repair/one-down/%d", i)
+		if len(want[key]) <= 16<<10 {
+			continue // inline: every replica writes it from the log
+		}
+		for j, n := range c.nodes {
+			r := n.do(t, http.MethodHead, blobPath(key), nil)
+			got := r.header.Get("Blobnode-Replicas")
+			ids := strings.Split(got, ",")
+			if r.status != http.StatusOK || len(ids) != 2 || slices.Contains(ids, c.ids[f]) {
+				t.Fatalf("%s: HEAD %q: %d, Blobnode-Replicas %q; want the two nodes up when it was written (not %s)", c.ids[j], key, r.status, got, c.ids[f])
+			}
+		}
+	}
 
 	// A node wiped: it rejoins with no state at all and repairs everything.
 	w := (c.leader() + 2) % 3
