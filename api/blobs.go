@@ -325,23 +325,23 @@ func (s *server) getBlobAttempt(w http.ResponseWriter, r *http.Request, attempts
 
 	status := http.StatusOK
 	rng := byteRange{start: 0, length: info.Size}
-	if ranges := r.Header.Values("Range"); r.Method == http.MethodGet && len(ranges) > 0 {
-		if len(ranges) > 1 {
-			s.writeError(w, r, &apiError{http.StatusBadRequest, CodeInvalidRange, "Range header must appear at most once"})
+	// Range is for GET only. It is ignored, and the whole blob served, when
+	// If-Range does not hold, when it appears more than once (it is not a
+	// list header, so there is no one value to honour), or when parseRange
+	// says so (another unit, several ranges); see "Reads" in doc.go.
+	if ranges := r.Header.Values("Range"); r.Method == http.MethodGet && len(ranges) == 1 &&
+		ifRangeHolds(r.Header, current, info.Created) {
+		br, err := parseRange(ranges[0], info.Size)
+		switch {
+		case errors.Is(err, errRangeIgnored):
+			// Served as if absent: 200 with the whole blob.
+		case err != nil:
+			// Malformed (nginx's answer) or outside the blob: 416 either way.
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
+			s.writeError(w, r, &apiError{http.StatusRequestedRangeNotSatisfiable, CodeRangeNotSatisfiable,
+				fmt.Sprintf("Range %q against a blob of %d bytes: %v", ranges[0], info.Size, err)})
 			return
-		}
-		if ifRangeHolds(r.Header, current, info.Created) {
-			br, err := parseRange(ranges[0], info.Size)
-			switch {
-			case errors.Is(err, errRangeUnsatisfiable):
-				w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
-				s.writeError(w, r, &apiError{http.StatusRequestedRangeNotSatisfiable, CodeRangeNotSatisfiable,
-					fmt.Sprintf("range %q is outside the blob of %d bytes", ranges[0], info.Size)})
-				return
-			case err != nil:
-				s.writeError(w, r, &apiError{http.StatusBadRequest, CodeInvalidRange, err.Error()})
-				return
-			}
+		default:
 			status, rng = http.StatusPartialContent, br
 			hdr.Set("Content-Range", rng.contentRange(info.Size))
 		}

@@ -66,13 +66,30 @@
 //
 // Conditional headers follow RFC 9110 section 13.2.2 (If-Match,
 // If-Unmodified-Since, If-None-Match, If-Modified-Since), then If-Range.
-// One byte range is supported: "bytes=a-b", "bytes=a-" and "bytes=-n". The
-// choice for everything else is deliberate and differs from servers that
-// silently ignore such a header: a malformed Range (including "bytes=5-2"),
-// more than one range, or more than one Range header is 400 InvalidRange,
-// so a client never mistakes a full 200 for the part it asked for. A
-// well-formed range outside the blob is 416 with "Content-Range: bytes
-// */size". HEAD ignores Range (RFC 9110 defines ranges for GET only).
+// One byte range is supported: "bytes=a-b", "bytes=a-" and "bytes=-n"
+// (the unit in any case, spaces and tabs around the range and empty list
+// members ignored, so "bytes= 0-1," is one range); it is answered 206 with
+// Content-Range. Everything else follows RFC 9110 section 14.2 and nginx:
+//
+//   - A value that does not begin with "bytes=" is ignored: 200 with the
+//     whole blob. That covers another unit ("items=0-5", which RFC 9110
+//     says MUST be ignored) and a value with no unit at all ("0-5").
+//   - "bytes=" followed by anything but a list of well-formed ranges
+//     ("bytes=abc", "bytes=", "bytes=-", "bytes=5", "bytes=5-2", whose
+//     last position is before its first) is 416 RangeNotSatisfiable with
+//     "Content-Range: bytes */size", as nginx answers; so is a well-formed
+//     range that selects no byte of the blob ("bytes=10-" of a 10-byte
+//     blob, "bytes=-0", any range of an empty blob).
+//   - More than one range ("bytes=0-1,5-6") is ignored: 200 with the whole
+//     blob, whatever the ranges (multipart/byteranges is not served; RFC
+//     9110 lets a server ignore Range). A malformed member still makes the
+//     header malformed: "bytes=0-1,abc" is 416.
+//   - More than one Range header is ignored the same way: 200.
+//
+// If-Range is evaluated first: when it does not hold, Range is ignored
+// whatever its value. HEAD ignores Range (RFC 9110 defines ranges for GET
+// only). Conditional headers are evaluated before all of this, so a 304 or
+// 412 wins over a malformed Range.
 //
 // If the store fails after the first body byte was sent, the handler aborts
 // the connection (http.ErrAbortHandler): the client sees a truncated body,
@@ -104,11 +121,11 @@
 //
 // Every error is JSON: {"error":{"code":"NotFound","message":"..."}}.
 //
-//	400 InvalidKey, InvalidRange, BadDigest, IncompleteBody, InvalidArgument
+//	400 InvalidKey, BadDigest, IncompleteBody, InvalidArgument
 //	401 Unauthorized         403 Forbidden
 //	404 NotFound             405 MethodNotAllowed (with Allow)
 //	411 LengthRequired       412 PreconditionFailed
-//	413 TooLarge             416 RangeNotSatisfiable
+//	413 TooLarge             416 RangeNotSatisfiable (see Reads)
 //	500 Internal, Corrupt, ReadError (a chunk of the blob failed its
 //	    checksum / could not be read from disk: see Reads)
 //	503 Unavailable, TooManyUploads (Retry-After: 1)

@@ -14,7 +14,6 @@ import (
 // the message is for people.
 const (
 	CodeInvalidKey          = "InvalidKey"
-	CodeInvalidRange        = "InvalidRange"
 	CodeBadDigest           = "BadDigest"
 	CodeIncompleteBody      = "IncompleteBody"
 	CodeInvalidArgument     = "InvalidArgument"

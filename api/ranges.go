@@ -20,63 +20,133 @@ func (br byteRange) contentRange(size int64) string {
 }
 
 var (
-	// errRangeSyntax: the Range value is not one well-formed byte-range-spec.
-	errRangeSyntax = errors.New("malformed Range header")
-	// errRangeMultiple: the Range value holds more than one range.
-	errRangeMultiple = errors.New("only a single byte range is supported")
+	// errRangeIgnored: the Range header is not one this server honours and
+	// is ignored (RFC 9110 section 14.2 allows it): the whole blob is served.
+	errRangeIgnored = errors.New("range header ignored")
+	// errRangeUnit: the value does not start with "bytes=", the only range
+	// unit served (RFC 9110 says a server MUST ignore a unit it does not
+	// understand; nginx also ignores a value with no unit at all).
+	errRangeUnit = fmt.Errorf("%w: not a bytes range", errRangeIgnored)
+	// errRangeMultiple: a well-formed range set of more than one range.
+	// multipart/byteranges is not served; the whole blob is.
+	errRangeMultiple = fmt.Errorf("%w: more than one byte range", errRangeIgnored)
+	// errRangeSyntax: "bytes=" followed by something that is not a list of
+	// well-formed byte-range-specs (answered 416, as nginx does).
+	errRangeSyntax = errors.New("malformed byte range")
 	// errRangeUnsatisfiable: the range is well-formed but selects no byte of the blob.
 	errRangeUnsatisfiable = errors.New("range not satisfiable")
 )
 
 // parseRange parses one Range header value (RFC 9110 section 14.1.2) against
-// a blob of size bytes. It accepts exactly one of "bytes=a-b", "bytes=a-" and
-// "bytes=-n" (the unit is case-insensitive; spaces around the range are
-// ignored). On success the range lies within [0, size) and is not empty.
+// a blob of size bytes. On success it returns the one range the value holds,
+// within [0, size) and not empty. Otherwise the error says what to do:
 //
-// "bytes=a-b" with b < a is malformed (errRangeSyntax), not unsatisfiable. A
-// first position at or beyond size, a suffix of zero bytes, or any range of an
-// empty blob is errRangeUnsatisfiable. A last position beyond the end, or a
-// suffix longer than the blob, is clamped to the blob. Numbers too large for an
-// int64 saturate, which only ever makes them "beyond the end".
+//   - errRangeUnit, errRangeMultiple (both wrap errRangeIgnored): serve the
+//     whole blob. A value that does not begin with "bytes=" (the unit is
+//     case-insensitive) is errRangeUnit, whatever follows; a range set of
+//     two or more well-formed ranges is errRangeMultiple, whatever the
+//     ranges are.
+//   - errRangeSyntax: the range set is empty or one of its members is not
+//     "a-b", "a-" or "-n" with a and b and n decimal digits, or is "a-b"
+//     with b < a (invalid per RFC 9110, not unsatisfiable; compared
+//     exactly, even beyond int64).
+//   - errRangeUnsatisfiable: the one range starts at or beyond size, is a
+//     suffix of zero bytes, or the blob is empty.
+//
+// Members of the set are separated by commas; spaces and tabs around a
+// member are ignored and so are empty members (the list rule of RFC 9110
+// section 5.6.1), so "bytes=0-1," holds one range. A last position beyond
+// the end, or a suffix longer than the blob, is clamped to the blob.
+// Numbers too large for an int64 saturate, which only ever makes them
+// "beyond the end".
 func parseRange(value string, size int64) (byteRange, error) {
-	unit, set, ok := strings.Cut(value, "=")
-	if !ok || !strings.EqualFold(unit, "bytes") {
-		return byteRange{}, errRangeSyntax
+	const prefix = "bytes="
+	if len(value) < len(prefix) || !strings.EqualFold(value[:len(prefix)], prefix) {
+		return byteRange{}, errRangeUnit
 	}
-	set = strings.Trim(set, " \t")
-	if strings.Contains(set, ",") {
+	var (
+		spec  rangeSpec
+		count int
+	)
+	for member := range strings.SplitSeq(value[len(prefix):], ",") {
+		member = strings.Trim(member, " \t")
+		if member == "" {
+			continue
+		}
+		s, ok := parseRangeSpec(member)
+		if !ok {
+			return byteRange{}, fmt.Errorf("%w: %q", errRangeSyntax, member)
+		}
+		spec = s
+		count++
+	}
+	switch count {
+	case 0:
+		return byteRange{}, fmt.Errorf("%w: no range in the set", errRangeSyntax)
+	case 1:
+		return spec.resolve(size)
+	default:
 		return byteRange{}, errRangeMultiple
 	}
-	first, last, ok := strings.Cut(set, "-")
+}
+
+// rangeSpec is one well-formed byte-range-spec: "first-last", "first-"
+// (last is MaxInt64) or, with suffix set, "-last".
+type rangeSpec struct {
+	first, last int64
+	suffix      bool
+}
+
+// parseRangeSpec parses one member of a range set. ok is false when it is
+// malformed or is "a-b" with b < a.
+func parseRangeSpec(s string) (rangeSpec, bool) {
+	first, last, ok := strings.Cut(s, "-")
 	if !ok {
-		return byteRange{}, errRangeSyntax
+		return rangeSpec{}, false
 	}
 	if first == "" {
 		n, ok := parseDigits(last)
-		if !ok {
-			return byteRange{}, errRangeSyntax
+		return rangeSpec{last: n, suffix: true}, ok
+	}
+	spec := rangeSpec{last: math.MaxInt64}
+	if spec.first, ok = parseDigits(first); !ok {
+		return rangeSpec{}, false
+	}
+	if last != "" {
+		// Compared as decimals, not as the saturated int64s, so that
+		// "bytes=99999999999999999999-99999999999999999998" is reversed.
+		if spec.last, ok = parseDigits(last); !ok || decimalLess(last, first) {
+			return rangeSpec{}, false
 		}
-		if n == 0 || size <= 0 {
+	}
+	return spec, true
+}
+
+// decimalLess reports whether the digit string a is a smaller number than b,
+// exactly, however long they are.
+func decimalLess(a, b string) bool {
+	a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+// resolve is the part of a blob of size bytes the spec selects, or
+// errRangeUnsatisfiable.
+func (spec rangeSpec) resolve(size int64) (byteRange, error) {
+	if spec.suffix {
+		if spec.last == 0 || size <= 0 {
 			return byteRange{}, errRangeUnsatisfiable
 		}
-		n = min(n, size)
+		n := min(spec.last, size)
 		return byteRange{start: size - n, length: n}, nil
 	}
-	start, ok := parseDigits(first)
-	if !ok {
-		return byteRange{}, errRangeSyntax
-	}
-	end := int64(math.MaxInt64)
-	if last != "" {
-		if end, ok = parseDigits(last); !ok || end < start {
-			return byteRange{}, errRangeSyntax
-		}
-	}
-	if start >= size {
+	if spec.first >= size {
 		return byteRange{}, errRangeUnsatisfiable
 	}
-	end = min(end, size-1)
-	return byteRange{start: start, length: end - start + 1}, nil
+	end := min(spec.last, size-1)
+	return byteRange{start: spec.first, length: end - spec.first + 1}, nil
 }
 
 // parseDigits parses a non-empty run of ASCII digits, saturating at MaxInt64.
