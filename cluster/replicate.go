@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -21,27 +22,32 @@ type Receiver interface {
 	ReceiveReplica(ctx context.Context, w store.ReplicaWrite, body io.Reader) error
 }
 
-// stragglerGrace is how long Replicate keeps sending to the peers that
+// stragglerGrace is how long a stream keeps sending to the peers that
 // have not answered once a majority holds the bytes; those it then cuts
 // off catch up through repair.
 const stragglerGrace = 500 * time.Millisecond
 
-// maxManifest bounds the description that precedes a replica's bytes.
-const maxManifest = 16 << 20
+// stragglerStall is how long a chunk may wait for a peer that does not
+// take it (its link cut, its disk stalled) before the peer is cut off,
+// while enough others remain for a majority.
+const stragglerStall = 2 * time.Second
 
-// Replicate implements store.Replicator: it sends the upload's bytes to
-// every other voter in parallel (PUT /peer/data) and returns once a
-// majority of the voters, this node included (its copy is durable
-// before Replicate is called), holds them durably, with the IDs of the
-// nodes that do: this node first, then the peers in the order they
-// acknowledged.
-func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open func() io.Reader) ([]string, error) {
+// maxManifest bounds the description that precedes a replica's bytes.
+const maxManifest = 1 << 20
+
+// streamDepth is how many chunks may be queued for one peer.
+const streamDepth = 4
+
+// Stream implements store.Replicator: it opens PUT /peer/data to every
+// other voter, each fed by its own goroutine, so the upload's chunks go to
+// every peer in parallel with the coordinator's own writes.
+func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.ReplicaStream, error) {
 	f := c.node.Raft().GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, err
 	}
-	var peers []raft.Server
 	voters := 0
+	var peers []raft.Server
 	for _, s := range f.Configuration().Servers {
 		if s.Suffrage != raft.Voter {
 			continue
@@ -51,66 +57,228 @@ func (c *Coordinator) Replicate(ctx context.Context, w store.ReplicaWrite, open 
 			peers = append(peers, s)
 		}
 	}
-	need := voters/2 + 1 - 1 // this node holds one copy
-	holders := []string{string(c.node.ID())}
-	if need <= 0 {
-		return holders, nil
-	}
 	manifest, err := json.Marshal(w)
 	if err != nil {
 		return nil, err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		id  raft.ServerID
-		err error
-	}
-	results := make(chan result, len(peers))
+	head := binary.BigEndian.AppendUint32(nil, uint32(len(manifest)))
+	st := &stream{c: c, need: voters/2 + 1 - 1, holders: []string{string(c.node.ID())}, results: make(chan *peerStream, len(peers))}
 	for _, p := range peers {
+		pctx, cancel := context.WithCancel(ctx)
+		ps := &peerStream{id: p.ID, frames: make(chan []byte, streamDepth), cancel: cancel, done: make(chan struct{})}
+		st.peers = append(st.peers, ps)
 		go func() {
-			err := c.sendReplica(rctx, p.Address, manifest, open())
-			if err != nil {
-				err = fmt.Errorf("%s: %w", p.ID, err)
+			defer close(ps.done)
+			body := io.MultiReader(bytes.NewReader(head), bytes.NewReader(manifest), &frameReader{frames: ps.frames, ctx: pctx})
+			ps.err = c.sendReplica(pctx, p.Address, body)
+			if ps.err != nil {
+				ps.err = fmt.Errorf("%s: %w", p.ID, ps.err)
 			}
-			results <- result{p.ID, err}
+			st.results <- ps
 		}()
 	}
-	acked, failed := 0, 0
-	var errs []error
-	var grace <-chan time.Time
-	for acked+failed < len(peers) {
+	return st, nil
+}
+
+// stream is one upload's replication to the other voters. Its methods are
+// called by the upload's goroutine only.
+type stream struct {
+	c       *Coordinator
+	need    int // peer acknowledgements needed, besides this node's copy
+	peers   []*peerStream
+	holders []string // this node, then the peers that acknowledged
+	results chan *peerStream
+	errs    []error
+	closed  bool
+}
+
+// peerStream is one peer's request: frames feeds its body.
+type peerStream struct {
+	id     raft.ServerID
+	frames chan []byte
+	cancel context.CancelFunc
+	done   chan struct{} // closed once the request has ended; err is set
+	err    error
+	cut    bool // cut off (or failed): sent nothing more
+}
+
+func (st *stream) live() int {
+	n := 0
+	for _, p := range st.peers {
+		if !p.cut {
+			n++
+		}
+	}
+	return n
+}
+
+// cutOff stops sending to p: its request is cancelled.
+func (st *stream) cutOff(p *peerStream, why error) {
+	if p.cut {
+		return
+	}
+	p.cut = true
+	p.cancel()
+	st.errs = append(st.errs, fmt.Errorf("%s: %w", p.id, why))
+}
+
+// Send queues one chunk, preceded by its checksum, to every live peer. A
+// peer whose request ended, or that has not taken a chunk for
+// stragglerStall while enough others remain, is cut off; Send fails once
+// too few peers are left for a majority.
+func (st *stream) Send(ctx context.Context, sum uint32, chunk []byte) error {
+	frame := make([]byte, 4+len(chunk))
+	binary.BigEndian.PutUint32(frame, sum)
+	copy(frame[4:], chunk)
+	for _, p := range st.peers {
+		if p.cut {
+			continue
+		}
+		if err := st.queue(ctx, p, frame); err != nil {
+			return err
+		}
+	}
+	if st.live() < st.need {
+		return st.tooFew()
+	}
+	return nil
+}
+
+func (st *stream) queue(ctx context.Context, p *peerStream, frame []byte) error {
+	var stall <-chan time.Time
+	for {
 		select {
-		case r := <-results:
-			if r.err == nil {
+		case p.frames <- frame:
+			return nil
+		case <-p.done:
+			st.cutOff(p, cmp.Or(p.err, errors.New("ended early")))
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stall:
+			if st.live()-1 >= st.need {
+				st.cutOff(p, fmt.Errorf("took no chunk for %v", stragglerStall))
+				return nil
+			}
+			stall = nil // it is needed: keep waiting, as long as ctx allows
+		}
+		if stall == nil {
+			t := time.NewTimer(stragglerStall)
+			defer t.Stop()
+			stall = t.C
+		}
+	}
+}
+
+func (st *stream) tooFew() error {
+	return fmt.Errorf("cluster: only %d of the %d replicas needed can take the bytes: %w", st.live()+1, st.need+1, errors.Join(st.errs...))
+}
+
+// Finish ends every peer's body and waits until a majority of the voters,
+// this node included (its copy is durable before Finish is called), holds
+// the bytes durably; it returns their IDs. Stragglers get stragglerGrace
+// more, then are cut off.
+func (st *stream) Finish(ctx context.Context) ([]string, error) {
+	st.close()
+	defer st.Abort()
+	if st.need <= 0 {
+		return st.holders, nil
+	}
+	acked := 0
+	pending := 0
+	for _, p := range st.peers {
+		if !p.cut {
+			pending++
+		}
+	}
+	var grace <-chan time.Time
+	for pending > 0 {
+		select {
+		case p := <-st.results:
+			if p.cut {
+				continue // counted when it was cut off
+			}
+			pending--
+			if p.err == nil {
 				acked++
-				holders = append(holders, string(r.id))
+				st.holders = append(st.holders, string(p.id))
 			} else {
-				failed++
-				errs = append(errs, r.err)
+				st.cutOff(p, p.err)
 			}
 		case <-grace:
-			return holders, nil // a majority holds the bytes; the rest are cut off
+			return st.holders, nil // a majority holds the bytes; the rest are cut off
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		if acked >= need && grace == nil {
+		if acked >= st.need && grace == nil {
 			t := time.NewTimer(stragglerGrace)
 			defer t.Stop()
 			grace = t.C
 		}
-		if len(peers)-failed < need {
-			return nil, fmt.Errorf("cluster: only %d of the %d replicas needed hold the bytes: %w", acked+1, need+1, errors.Join(errs...))
+		if acked+pending < st.need {
+			return nil, st.tooFew()
 		}
 	}
-	if len(errs) > 0 {
-		c.log.Warn("a replica did not take an upload's bytes; repair will copy them", "err", errors.Join(errs...))
+	if acked < st.need {
+		return nil, st.tooFew()
 	}
-	return holders, nil
+	if len(st.errs) > 0 {
+		st.c.log.Warn("a replica did not take an upload's bytes; repair will copy them", "err", errors.Join(st.errs...))
+	}
+	return st.holders, nil
 }
 
-// sendReplica sends one peer the manifest and the bytes.
-func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, manifest []byte, data io.Reader) error {
-	head := binary.BigEndian.AppendUint32(nil, uint32(len(manifest)))
-	body := io.MultiReader(bytes.NewReader(head), bytes.NewReader(manifest), data)
+// close ends the peers' bodies (their requests then wait for the answer).
+func (st *stream) close() {
+	if st.closed {
+		return
+	}
+	st.closed = true
+	for _, p := range st.peers {
+		close(p.frames)
+	}
+}
+
+// Abort cancels every peer's request and waits until each has ended. A
+// peer that already wrote some chunks holds bytes for reservations that
+// the upload aborts: nothing refers to them.
+func (st *stream) Abort() {
+	for _, p := range st.peers {
+		p.cancel()
+	}
+	for _, p := range st.peers {
+		<-p.done
+	}
+	st.close()
+}
+
+// frameReader is a peer request's body after the manifest: the frames
+// queued for it, until the channel is closed (then EOF) or ctx ends.
+type frameReader struct {
+	frames <-chan []byte
+	ctx    context.Context
+	cur    []byte
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		select {
+		case f, ok := <-r.frames:
+			if !ok {
+				return 0, io.EOF
+			}
+			r.cur = f
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// sendReplica sends one peer the body: manifest, then frames.
+func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, body io.Reader) error {
 	resp, err := c.send(ctx, addr, http.MethodPut, "/peer/data", body)
 	if err != nil {
 		return err
@@ -125,7 +293,8 @@ func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, 
 }
 
 // serveData is PUT /peer/data: a big-endian u32 length, that many bytes of
-// JSON store.ReplicaWrite, then the upload's bytes.
+// JSON store.ReplicaWrite, then the upload's chunks in blob order, each
+// preceded by its checksum (big-endian u32).
 func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var n [4]byte

@@ -115,6 +115,34 @@ func (u *upload) addReservation(ctx context.Context, id, index uint64) error {
 	return nil
 }
 
+// stream opens the copy of the upload's size bytes to the group's other
+// replicas.
+func (u *upload) stream(ctx context.Context, size int64) (ReplicaStream, error) {
+	rs, err := u.s.cfg.Replicas.Stream(ctx, ReplicaWrite{
+		ReservationIDs: slices.Clone(u.ids), Index: u.index, Identity: u.identity, Size: size,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return rs, nil
+}
+
+// sendStored sends the upload's size bytes, read back from this node's
+// volume chunk by chunk, with their checksums.
+func (s *Store) sendStored(ctx context.Context, u *upload, rs ReplicaStream, size int64, checksums []uint32, buf []byte) error {
+	r := &blobReader{vol: s.vol, ext: &u.ext, size: size}
+	for c := range checksums {
+		n := min(ChunkSize, size-int64(c)*ChunkSize)
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			return fmt.Errorf("store: read back chunk %d: %w", c, err)
+		}
+		if err := rs.Send(ctx, checksums[c], buf[:n]); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	return nil
+}
+
 // release ends the upload's claim on its pages.
 func (u *upload) release() {
 	if u.claim != nil {
@@ -228,6 +256,16 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 			return BlobInfo{}, err
 		}
 	}
+	// In a group, a body of known size goes to the peers chunk by chunk as
+	// it is written here; one of unknown size, once it is complete.
+	var rs ReplicaStream
+	if s.cfg.Replicas != nil && req.Size > 0 {
+		var err error
+		if rs, err = u.stream(ctx, req.Size); err != nil {
+			return BlobInfo{}, err
+		}
+		defer rs.Abort()
+	}
 	var (
 		written   int64
 		checksums []uint32
@@ -257,7 +295,13 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 			if err := u.renewIfDue(ctx); err != nil {
 				return BlobInfo{}, err
 			}
-			checksums = append(checksums, chunkChecksum(u.identity, written/ChunkSize, buf[:n]))
+			sum := chunkChecksum(u.identity, written/ChunkSize, buf[:n])
+			if rs != nil {
+				if err := rs.Send(ctx, sum, buf[:n]); err != nil {
+					return BlobInfo{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+				}
+			}
+			checksums = append(checksums, sum)
 			whole = crc32.Update(whole, castagnoli, buf[:n])
 			written += int64(n)
 		}
@@ -293,13 +337,21 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 		if err := u.claim.Held(u.ids); err != nil {
 			return BlobInfo{}, mapErr(err) // its reservations are gone: the Commit would fail
 		}
-		if s.cfg.Replicas != nil {
+		if s.cfg.Replicas != nil && rs == nil {
+			// Unknown length: the bytes go out now, read back from here.
+			var err error
+			if rs, err = u.stream(ctx, written); err != nil {
+				return BlobInfo{}, err
+			}
+			defer rs.Abort()
+			if err := s.sendStored(ctx, u, rs, written, checksums, buf); err != nil {
+				return BlobInfo{}, err
+			}
+		}
+		if rs != nil {
 			start := time.Now()
 			var err error
-			replicas, err = s.cfg.Replicas.Replicate(ctx, ReplicaWrite{
-				ReservationIDs: u.ids, Index: u.index, Identity: u.identity,
-				Size: written, Checksums: checksums,
-			}, func() io.Reader { return &blobReader{vol: s.vol, ext: &u.ext, size: written} })
+			replicas, err = rs.Finish(ctx)
 			s.cfg.ObserveStage("replicate", time.Since(start))
 			if err != nil {
 				return BlobInfo{}, fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -3,7 +3,10 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,32 +33,43 @@ func TestReceiveReplica(t *testing.T) {
 	for c := int64(0); c*ChunkSize < int64(len(body)); c++ {
 		sums = append(sums, chunkChecksum(identity, c, body[c*ChunkSize:min((c+1)*ChunkSize, int64(len(body)))]))
 	}
-	w := ReplicaWrite{ReservationIDs: []uint64{id}, Index: res.Index, Identity: identity, Size: int64(len(body)), Checksums: sums}
+	w := ReplicaWrite{ReservationIDs: []uint64{id}, Index: res.Index, Identity: identity, Size: int64(len(body))}
+	framed := func(body []byte) *bytes.Reader {
+		var b []byte
+		for c, sum := range sums {
+			b = binary.BigEndian.AppendUint32(b, sum)
+			b = append(b, body[int64(c)*ChunkSize:min(int64(c+1)*ChunkSize, int64(len(body)))]...)
+		}
+		return bytes.NewReader(b)
+	}
 
 	bad := bytes.Clone(body)
 	bad[ChunkSize+5] ^= 1
-	if err := s.st.ReceiveReplica(ctx, w, bytes.NewReader(bad)); !errors.Is(err, ErrBadDigest) {
+	if err := s.st.ReceiveReplica(ctx, w, framed(bad)); !errors.Is(err, ErrBadDigest) {
 		t.Fatalf("bytes that do not verify: %v; want ErrBadDigest", err)
 	}
-	if err := s.st.ReceiveReplica(ctx, w, bytes.NewReader(body[:len(body)-1])); !errors.Is(err, ErrIncompleteBody) {
+	if err := s.st.ReceiveReplica(ctx, w, framed(body[:len(body)-1])); !errors.Is(err, ErrIncompleteBody) {
 		t.Fatalf("a short body: %v; want ErrIncompleteBody", err)
+	}
+	if err := s.st.ReceiveReplica(ctx, w, io.MultiReader(framed(body), strings.NewReader("x"))); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("bytes after the last chunk: %v; want ErrInvalidArgument", err)
 	}
 	unknown := w
 	unknown.ReservationIDs = []uint64{99}
-	if err := s.st.ReceiveReplica(ctx, unknown, bytes.NewReader(body)); !errors.Is(err, ErrGone) {
+	if err := s.st.ReceiveReplica(ctx, unknown, framed(body)); !errors.Is(err, ErrGone) {
 		t.Fatalf("bytes for a reservation that is not live: %v; want ErrGone", err)
 	}
 	// An index this node has not applied: it waits (here until ctx ends).
 	ahead := w
 	ahead.Index = res.Index + 1000
 	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
-	err = s.st.ReceiveReplica(short, ahead, bytes.NewReader(body))
+	err = s.st.ReceiveReplica(short, ahead, framed(body))
 	cancelShort()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("bytes for reservations not applied here yet: %v; want a wait that ends with the context", err)
 	}
 
-	if err := s.st.ReceiveReplica(ctx, w, bytes.NewReader(body)); err != nil {
+	if err := s.st.ReceiveReplica(ctx, w, framed(body)); err != nil {
 		t.Fatalf("receive: %v", err)
 	}
 	cres, err := s.node.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindCommit, ReservationIDs: []uint64{id}, Size: int64(len(body)),
@@ -73,7 +87,7 @@ func TestReceiveReplica(t *testing.T) {
 		t.Fatalf("local mark after a received replica's Commit: %d, %v; want %d", v, ok, cres.Index)
 	}
 	// The reservation became the blob: more bytes for it are refused.
-	if err := s.st.ReceiveReplica(ctx, w, bytes.NewReader(body)); !errors.Is(err, ErrGone) {
+	if err := s.st.ReceiveReplica(ctx, w, framed(body)); !errors.Is(err, ErrGone) {
 		t.Fatalf("bytes for a committed reservation: %v; want ErrGone", err)
 	}
 }

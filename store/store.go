@@ -118,8 +118,8 @@ type Store struct {
 	corrupt, readErrors atomic.Uint64
 	// Repair's counters: chunks written back from a replica, their
 	// bytes, and the blobs this node has not verified (last pass).
-	repaired, repairedBytes, scrubbedBytes, inherited atomic.Uint64
-	backlog                                           atomic.Int64
+	repaired, repairedBytes, scrubbedBytes, inherited, replicaBytes atomic.Uint64
+	backlog                                                         atomic.Int64
 
 	// live holds, for each upload in progress, the earliest deadline of
 	// the reservations it writes into; the reaper never expires one of
@@ -200,7 +200,7 @@ func (s *Store) ChunkStats() ChunkStats {
 	return ChunkStats{
 		Corrupt: s.corrupt.Load(), ReadErrors: s.readErrors.Load(),
 		Repaired: s.repaired.Load(), RepairedBytes: s.repairedBytes.Load(), RepairBacklog: s.backlog.Load(),
-		ScrubbedBytes: s.scrubbedBytes.Load(), InheritedMarks: s.inherited.Load(),
+		ScrubbedBytes: s.scrubbedBytes.Load(), InheritedMarks: s.inherited.Load(), ReplicaBytes: s.replicaBytes.Load(),
 	}
 }
 

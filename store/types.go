@@ -101,6 +101,9 @@ type ChunkStats struct {
 	// InheritedMarks are blobs marked verified again after an unclean
 	// start from the old catalog's marks (Config.OldMarks), unread.
 	InheritedMarks uint64
+	// ReplicaBytes were received from coordinators of other nodes'
+	// uploads, verified and written here (ReceiveReplica).
+	ReplicaBytes uint64
 }
 
 // BlobInfo describes one committed version of a blob.

@@ -93,3 +93,60 @@ func TestClusterCoordinatorKilledMidUpload(t *testing.T) {
 			func() string { return fmt.Sprintf("%s: used bytes %d, want %d", c.ids[i], c.usedBytes(t, i), before) })
 	}
 }
+
+// TestClusterStreamsToPeersDuringUpload: an upload of known size reaches
+// the peers chunk by chunk while its body is still arriving, not after
+// the coordinator has it all: with the client paused halfway, both peers
+// have already received the chunks sent so far.
+func TestClusterStreamsToPeersDuringUpload(t *testing.T) {
+	c := newCluster(t, 3)
+	coord := c.leader()
+	body := payload(seedOf("stream"), 4<<20)
+	before := make([]float64, 3)
+	for i := range c.nodes {
+		before[i] = c.nodes[i].metricValue(t, "blobnode_replica_bytes_received_total")
+	}
+	conn := c.nodes[coord].dialRaw(t)
+	writeAll(t, conn, putHead("stream/blob", fmt.Sprintf("Content-Length: %d", len(body))))
+	half := len(body) / 2
+	writeAll(t, conn, body[:half])
+	// The coordinator has read at most half of the body; each peer must
+	// already hold most of it (the last chunks may be queued).
+	for i := range c.nodes {
+		if i == coord {
+			continue
+		}
+		waitFor(t, 30*time.Second, func() bool {
+			return c.nodes[i].metricValue(t, "blobnode_replica_bytes_received_total")-before[i] >= float64(half-1<<20)
+		}, func() string {
+			return fmt.Sprintf("%s received %v bytes of the first %d while the upload was paused", c.ids[i],
+				c.nodes[i].metricValue(t, "blobnode_replica_bytes_received_total")-before[i], half)
+		})
+	}
+	writeAll(t, conn, body[half:])
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %s; want 201", resp.Status)
+	}
+	readEverywhere(t, c, map[string][]byte{"stream/blob": body})
+
+	// A peer cut off (its link a black hole: sends stall once the
+	// buffers fill) does not hold the upload up: the other peer makes
+	// the majority, and the replica set says so.
+	f := (coord + 1) % 3
+	c.isolate(f)
+	big := payload(seedOf("stream/partitioned"), 12<<20)
+	start := time.Now()
+	c.nodes[coord].put(t, "stream/partitioned", big)
+	took := time.Since(start)
+	r := c.nodes[coord].do(t, http.MethodHead, blobPath("stream/partitioned"), nil)
+	if got, want := r.header.Get("Blobnode-Replicas"), c.ids[coord]+","+c.ids[(coord+2)%3]; got != want {
+		t.Fatalf("replicas of an upload with %s cut off: %q; want %q", c.ids[f], got, want)
+	}
+	t.Logf("12 MiB upload with one peer cut off: %v", took)
+	c.heal()
+}

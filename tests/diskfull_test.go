@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,6 +65,16 @@ func (n *node) metric(t testing.TB, name string) string {
 	}
 	t.Fatalf("no metric %s", name)
 	return ""
+}
+
+// metricValue is n's metric name as a number.
+func (n *node) metricValue(t testing.TB, name string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(n.metric(t, name), 64)
+	if err != nil {
+		t.Fatalf("metric %s: %v", name, err)
+	}
+	return v
 }
 
 type readOnlyStatus struct {

@@ -127,6 +127,10 @@ func (m *nodeMetrics) watchStore(s *store.Store) {
 			Help: "Blobs marked held verified again after an unclean start from the old catalog's marks, without reading them.",
 		}, func() float64 { return float64(s.ChunkStats().InheritedMarks) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_replica_bytes_received_total",
+			Help: "Bytes of uploads coordinated by other nodes that this node received, verified and wrote (before it acknowledged them).",
+		}, func() float64 { return float64(s.ChunkStats().ReplicaBytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "blobnode_scrubbed_bytes_total",
 			Help: "Bytes of stored blobs the scrubber re-verified (-scrub-rate).",
 		}, func() float64 { return float64(s.ChunkStats().ScrubbedBytes) }),
