@@ -183,6 +183,8 @@ type FSM struct {
 	// that this node holds them verified: the repairer looks for work
 	// when it changes.
 	unmarked atomic.Uint64
+	// restores counts snapshots installed (Restore).
+	restores atomic.Uint64
 	guard    writeGuard
 }
 
@@ -993,6 +995,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.revokeAllWriters()
 	f.unmarked.Add(1)
+	f.restores.Add(1)
 	var idx uint64
 	if err := f.cat.View(func(tx *catalog.Tx) error {
 		var err error

@@ -272,6 +272,9 @@ func (w *LocalWrite) register(exts []catalog.Extent) {
 // (the repairer) has work when it changes.
 func (f *FSM) Unmarked() uint64 { return f.unmarked.Load() }
 
+// Restores counts the snapshots this state machine has installed.
+func (f *FSM) Restores() uint64 { return f.restores.Load() }
+
 // MarkLocal records in the node-local part of the catalog that this node
 // holds verified data for key's version (see catalog.Tx.MarkLocal).
 func (f *FSM) MarkLocal(key string, version uint64) error {

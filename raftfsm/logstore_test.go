@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
 )
 
 // countingLogStore counts the reads that reach it.
@@ -89,5 +90,46 @@ func TestLogStoreCachesDurableEntries(t *testing.T) {
 	}
 	if l, err := get(2); err != nil || l.Index != 2 {
 		t.Errorf("GetLog(2) after deleting 3..4 = %+v, %v", l, err)
+	}
+}
+
+// TestLogStoreSaysMonotonic: the wrapped log store tells hashicorp/raft
+// whether the store beneath is monotonic, as raft-wal is, so that a
+// follower that installs a snapshot empties its log instead of compacting
+// it; emptied, raft-wal accepts the entries after the snapshot.
+func TestLogStoreSaysMonotonic(t *testing.T) {
+	s := newStack(t, fileDev, 1)
+	if m, ok := newLogStore(raft.NewInmemStore(), s.fsm).(raft.MonotonicLogStore); ok && m.IsMonotonic() {
+		t.Fatal("an in-memory store is reported monotonic")
+	}
+	w, err := wal.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ls := newLogStore(w, s.fsm)
+	m, ok := ls.(raft.MonotonicLogStore)
+	if !ok || !m.IsMonotonic() {
+		t.Fatal("raft-wal behind the cache is not reported monotonic: raft would compact a follower's log after a snapshot install, and raft-wal would refuse the next append")
+	}
+	var old []*raft.Log
+	for i := uint64(1); i <= 23; i++ {
+		old = append(old, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}})
+	}
+	if err := ls.StoreLogs(old); err != nil {
+		t.Fatal(err)
+	}
+	// What raft does for a monotonic store once a snapshot at 76 is in.
+	first, _ := ls.FirstIndex()
+	last, _ := ls.LastIndex()
+	if err := ls.DeleteRange(first, last); err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.StoreLogs([]*raft.Log{{Index: 77, Term: 2, Type: raft.LogCommand, Data: []byte("after")}}); err != nil {
+		t.Fatalf("append after the emptied log: %v", err)
+	}
+	var l raft.Log
+	if err := ls.GetLog(77, &l); err != nil || string(l.Data) != "after" {
+		t.Fatalf("GetLog(77) = %+v, %v", l, err)
 	}
 }

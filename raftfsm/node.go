@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,7 +40,12 @@ type NodeConfig struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64 // default 10240
-	Logger            *slog.Logger
+	// LogSegmentSize is the size of the Raft log's segment files (0:
+	// raft-wal's 64 MiB). The log is truncated behind a snapshot by whole
+	// segments, so smaller ones free space sooner and send a lagging
+	// follower a snapshot sooner.
+	LogSegmentSize int
+	Logger         *slog.Logger
 	// PeerAuth secures Raft traffic: TLS (see PeerTLS), a cluster secret
 	// handshake, both, or neither (plain TCP).
 	PeerAuth PeerAuth
@@ -118,7 +124,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	}
 	walm := walmetrics.NewAtomicCollector(wal.MetricDefinitions)
 	meta := &metadb.BoltMetaDB{}
-	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger), wal.WithMetricsCollector(walm), wal.WithMetaStore(meta))
+	segment := wal.WithSegmentSize(cmp.Or(cfg.LogSegmentSize, wal.DefaultSegmentSize))
+	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger), wal.WithMetricsCollector(walm), wal.WithMetaStore(meta), segment)
 	if err != nil {
 		meta.Close()
 		return nil, fmt.Errorf("raftfsm: open log store: %w", err)
@@ -521,8 +528,23 @@ func newLogStore(store raft.LogStore, fsm *FSM) raft.LogStore {
 	if err != nil {
 		panic(err) // only for a capacity below 1
 	}
-	return c
+	m, ok := store.(raft.MonotonicLogStore)
+	return cachedLogStore{LogCache: c, monotonic: ok && m.IsMonotonic()}
 }
+
+// cachedLogStore is the cache, saying whether the store beneath it is
+// monotonic (raft.MonotonicLogStore), as raft-wal is: after a follower
+// installs a snapshot, hashicorp/raft empties a monotonic store but only
+// compacts another, and the wrappers must not hide which it is. Compacted,
+// raft-wal keeps its old tail, refuses every append after the snapshot
+// ("non-monotonic log entries"), and the follower asks for the snapshot
+// again, forever.
+type cachedLogStore struct {
+	*raft.LogCache
+	monotonic bool
+}
+
+func (s cachedLogStore) IsMonotonic() bool { return s.monotonic }
 
 // watchedLogStore turns the node read-only when an append to the Raft log
 // fails, and writable again when one succeeds. hashicorp/raft answers a

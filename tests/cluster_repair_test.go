@@ -65,7 +65,10 @@ func waitRepaired(t *testing.T, c *cluster) {
 // blob reads back from every node, the repairers bring every node to hold
 // verified copies, and the corruption is counted.
 func TestClusterRepair(t *testing.T) {
-	c := newCluster(t, 3, "-snapshot-threshold", "24", "-snapshot-interval", "100ms", "-trailing-logs", "8")
+	// Small log segments, so the leader truncates its log past a follower
+	// that was down and must send it a snapshot.
+	c := newCluster(t, 3, "-snapshot-threshold", "24", "-snapshot-interval", "100ms", "-trailing-logs", "8",
+		"-raft-log-segment-size", "64KiB")
 	want := map[string][]byte{}
 	write := func(round string, via int, n int) {
 		t.Helper()
@@ -85,22 +88,24 @@ func TestClusterRepair(t *testing.T) {
 	readEverywhere(t, c, want)
 	waitRepaired(t, c) // every node has marked the ten verified
 
-	// A follower killed: the others take the writes; back up, it catches
-	// up from the log (or a snapshot) and repairs the bytes it missed.
+	// A follower killed: the others take the writes; back up, it finds
+	// the leader's log truncated past its own end, installs a snapshot
+	// (a catalog without a byte of the blobs written meanwhile, inline
+	// ones included) and repairs the bytes it missed.
 	f := (c.leader() + 1) % 3
 	killedAt := c.snapshotStatus(t, c.leader()).Applied
 	c.kill(f)
 	write("one-down", (f+1)%3, 40)
 	// Back only once the leader has snapshotted past the follower's end.
-	// (raft-wal truncates the log by whole 64 MiB segments, so the leader
-	// still serves these entries from its log rather than send the
-	// snapshot; a snapshot install is covered by raftfsm's tests.)
 	waitFor(t, time.Minute, func() bool {
 		return c.snapshotStatus(t, c.leader()).LastSnapshot > killedAt+8 // -trailing-logs
 	}, func() string { return "the leader did not compact its log past the killed follower" })
 	c.start(f)
 	waitRepaired(t, c)
 	readEverywhere(t, c, want)
+	if got := c.nodes[f].metricValue(t, "blobnode_raft_snapshot_installs_total"); got < 1 {
+		t.Fatalf("%s came back behind the leader's truncated log but installed %v snapshots", c.ids[f], got)
+	}
 	// A streamed blob written while f was down records the two nodes
 	// that held it, and every node reports the same set.
 	for i := range 40 {

@@ -73,6 +73,7 @@ type config struct {
 	pprofAddr      string
 	zeroVolume     bool
 	snapThreshold  uint64
+	segmentSize    int64
 	snapInterval   time.Duration
 	trailingLogs   uint64
 
@@ -120,6 +121,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Uint64Var(&c.snapThreshold, "snapshot-threshold", 8192, "Raft entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&c.snapInterval, "snapshot-interval", 30*time.Second, "how often Raft checks whether to snapshot")
 	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "Raft entries kept behind a snapshot for slow followers")
+	segmentSize := fs.String("raft-log-segment-size", "64MiB", "size of the Raft log's segment files; the log is truncated behind snapshots by whole segments")
 	maxHeader := fs.String("max-header-bytes", "64KiB", "largest request header block; larger requests get 431")
 	fs.DurationVar(&c.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's headers")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept")
@@ -171,6 +173,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		if c.scrubRate, err = parseSize(*scrubRate); err != nil {
 			return c, fmt.Errorf("-scrub-rate: %w", err)
 		}
+	}
+	if c.segmentSize, err = parseSize(*segmentSize); err != nil || c.segmentSize < 64<<10 || c.segmentSize > 1<<30 {
+		return c, fmt.Errorf("-raft-log-segment-size %q: want 64KiB to 1GiB (%v)", *segmentSize, err)
 	}
 	if c.maxHeaderBytes, err = parseSize(*maxHeader); err != nil {
 		return c, fmt.Errorf("-max-header-bytes: %w", err)

@@ -96,6 +96,7 @@ func (m *nodeMetrics) watch(node *raftfsm.Node, st *storage) {
 	gauge("blobnode_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func() float64 { return float64(r.State()) })
 	gauge("blobnode_raft_commit_index", "Raft commit index.", func() float64 { return float64(r.CommitIndex()) })
 	gauge("blobnode_raft_applied_index", "Index the state machine has applied.", func() float64 { return float64(node.FSM().Applied()) })
+	counter("blobnode_raft_snapshot_installs_total", "Snapshots installed from the leader (the catalog replaced; the repairer then copies the blobs' bytes).", func() float64 { return float64(node.FSM().Restores()) })
 	gauge("blobnode_raft_last_index", "Last index in the Raft log.", func() float64 { return float64(r.LastIndex()) })
 	gauge("blobnode_raft_term", "Current Raft term.", func() float64 {
 		t, _ := strconv.ParseFloat(r.Stats()["term"], 64)
