@@ -7,7 +7,8 @@
 # volumes too), brings a fresh one up, builds and runs cmd/blobjepsen
 # against it (clients on every node, the seeded fault schedule alongside,
 # heal, convergence, final reads, the checks), prints the summary and the
-# report directory, and removes the cluster again on any exit (trap).
+# report directory, and removes the cluster again on any exit (trap), after
+# saving each node's log in the report (node1.log, node2.log, node3.log).
 #
 # Exit 0: every verdict passed; 1: a violation (or the cluster would not
 # come up); 2: bad usage or the campaign could not run.
@@ -53,11 +54,28 @@ for tool in iptables nsenter docker docker-compose go curl; do
 done
 
 bin=$(mktemp -d)
+campaign= # blobjepsen's timeout, while it runs
+# shellcheck disable=SC2317 # reached through the EXIT trap
 cleanup() {
 	local rc=$?
+	local c
+	# Interrupted mid-campaign: stop blobjepsen, which heals every fault it
+	# applied before it exits. (timeout runs it in a process group of its
+	# own, so a Ctrl-C or a signal to this script's group misses it.)
+	if [[ -n $campaign ]] && kill -0 "$campaign" 2>/dev/null; then
+		echo "jepsen.sh: stopping blobjepsen (it heals its faults first)" >&2
+		kill -TERM "$campaign" 2>/dev/null || true
+		wait "$campaign" 2>/dev/null || true
+	fi
+	# Keep each node's log (from its first start, across kills and restarts)
+	# in the report: the cluster is gone after this.
+	if [[ -d $report && -n $(docker ps -aq --filter "label=com.docker.compose.project=${BLOBNODE_PROJECT:-blobnode}" 2>/dev/null) ]]; then
+		for c in node1 node2 node3; do
+			timeout 60 "$root/scripts/cluster.sh" logs "$c" >"$report/$c.log" 2>&1 || true
+		done
+	fi
 	echo "jepsen.sh: removing the cluster" >&2
 	# A campaign cut short may leave a node paused; down needs it running.
-	local c
 	for c in $(docker ps -q --filter "label=com.docker.compose.project=${BLOBNODE_PROJECT:-blobnode}" --filter status=paused 2>/dev/null); do
 		docker unpause "$c" >/dev/null 2>&1 || true
 	done
@@ -77,8 +95,13 @@ timeout 600 "$root/scripts/cluster.sh" up || { echo "jepsen.sh: the cluster did 
 
 echo "jepsen.sh: campaign of ${secs}s, nemesis '$nemesis', seed $seed, report $report" >&2
 rc=0
-(cd "$root" && timeout -k 30 $((secs + 600)) "$bin/blobjepsen" --time "${secs}s" --nemesis "$nemesis" \
-	--seed "$seed" --report "$report" --compose-file "$root/deploy/docker-compose.yml") || rc=$?
+# In the background, waited for: a signal to this script interrupts the
+# wait and its trap runs at once, not after the campaign.
+(cd "$root" && exec timeout -k 30 $((secs + 600)) "$bin/blobjepsen" --time "${secs}s" --nemesis "$nemesis" \
+	--seed "$seed" --report "$report" --compose-file "$root/deploy/docker-compose.yml") &
+campaign=$!
+wait "$campaign" || rc=$?
+campaign=
 if [[ $rc -eq 124 || $rc -eq 137 ]]; then
 	echo "jepsen.sh: blobjepsen ran past its bound" >&2
 	rc=2
