@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -62,7 +63,7 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 		return nil, err
 	}
 	head := binary.BigEndian.AppendUint32(nil, uint32(len(manifest)))
-	st := &stream{c: c, need: voters/2 + 1 - 1, holders: []string{string(c.node.ID())}, results: make(chan *peerStream, len(peers))}
+	st := &stream{log: c.log, need: voters/2 + 1 - 1, stall: stragglerStall, holders: []string{string(c.node.ID())}, results: make(chan *peerStream, len(peers))}
 	for _, p := range peers {
 		pctx, cancel := context.WithCancel(ctx)
 		ps := &peerStream{id: p.ID, frames: make(chan []byte, streamDepth), cancel: cancel, done: make(chan struct{})}
@@ -83,8 +84,9 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 // stream is one upload's replication to the other voters. Its methods are
 // called by the upload's goroutine only.
 type stream struct {
-	c       *Coordinator
-	need    int // peer acknowledgements needed, besides this node's copy
+	log     *slog.Logger
+	need    int           // peer acknowledgements needed, besides this node's copy
+	stall   time.Duration // stragglerStall
 	peers   []*peerStream
 	holders []string // this node, then the peers that acknowledged
 	results chan *peerStream
@@ -145,7 +147,13 @@ func (st *stream) Send(ctx context.Context, sum uint32, chunk []byte) error {
 }
 
 func (st *stream) queue(ctx context.Context, p *peerStream, frame []byte) error {
-	var stall <-chan time.Time
+	select {
+	case p.frames <- frame:
+		return nil
+	default:
+	}
+	stall := time.NewTimer(st.stall)
+	defer stall.Stop()
 	for {
 		select {
 		case p.frames <- frame:
@@ -155,17 +163,12 @@ func (st *stream) queue(ctx context.Context, p *peerStream, frame []byte) error 
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-stall:
+		case <-stall.C:
 			if st.live()-1 >= st.need {
-				st.cutOff(p, fmt.Errorf("took no chunk for %v", stragglerStall))
+				st.cutOff(p, fmt.Errorf("took no chunk for %v", st.stall))
 				return nil
 			}
-			stall = nil // it is needed: keep waiting, as long as ctx allows
-		}
-		if stall == nil {
-			t := time.NewTimer(stragglerStall)
-			defer t.Stop()
-			stall = t.C
+			stall.Reset(st.stall) // it is needed: keep waiting, as long as ctx allows
 		}
 	}
 }
@@ -223,7 +226,7 @@ func (st *stream) Finish(ctx context.Context) ([]string, error) {
 		return nil, st.tooFew()
 	}
 	if len(st.errs) > 0 {
-		st.c.log.Warn("a replica did not take an upload's bytes; repair will copy them", "err", errors.Join(st.errs...))
+		st.log.Warn("a replica did not take an upload's bytes; repair will copy them", "err", errors.Join(st.errs...))
 	}
 	return st.holders, nil
 }
@@ -246,10 +249,10 @@ func (st *stream) Abort() {
 	for _, p := range st.peers {
 		p.cancel()
 	}
+	st.close()
 	for _, p := range st.peers {
 		<-p.done
 	}
-	st.close()
 }
 
 // frameReader is a peer request's body after the manifest: the frames
