@@ -72,7 +72,14 @@ func (o *object) WriteRange(ctx context.Context, w io.Writer, off, n int64) erro
 	defer o.s.bufs.Put(bufp)
 	var fix func(*ChunkError) ([]byte, error)
 	if o.s.cfg.Chunks != nil {
-		fix = func(ce *ChunkError) ([]byte, error) { return o.s.readRepair(ctx, o.b, &o.ext, ce) }
+		fix = func(ce *ChunkError) ([]byte, error) {
+			if errors.Is(ce, ErrCorruptData) && !o.stillCurrent() {
+				// Not corruption but reuse (see below): nothing to
+				// count, and no replica serves a version that is gone.
+				return nil, ErrBlobChanged
+			}
+			return o.s.readRepair(ctx, o.b, &o.ext, ce)
+		}
 	}
 	err := copyVerified(ctx, o.s.vol, o.b, &o.ext, *bufp, w, off, n, fix)
 	var ce *ChunkError

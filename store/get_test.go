@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"testing"
 
+	"github.com/blobnode/blobnode/catalog"
 	"github.com/blobnode/blobnode/volume"
 )
 
@@ -15,9 +17,39 @@ import (
 // ErrBlobChanged (not corruption) and writes none of the other blob's
 // bytes; a fresh Get sees the key gone.
 func TestReadRacingDeleteAndReuse(t *testing.T) {
+	t.Run("one node", func(t *testing.T) { testReadRacingDeleteAndReuse(t, nil) })
+	// In a group the failed chunk must not be taken for corruption
+	// either: no read repair (no replica serves a version that is gone),
+	// nothing counted.
+	t.Run("group", func(t *testing.T) {
+		src := &recordingSource{}
+		s := testReadRacingDeleteAndReuse(t, src)
+		if src.calls.Load() != 0 {
+			t.Errorf("%d chunks fetched from replicas for a version that is gone", src.calls.Load())
+		}
+		if st := s.st.ChunkStats(); st.Corrupt != 0 {
+			t.Errorf("%d corrupt chunks counted for a reused page", st.Corrupt)
+		}
+	})
+}
+
+// recordingSource is a ChunkSource with no replica behind it that counts
+// the fetches.
+type recordingSource struct{ calls atomic.Int64 }
+
+func (r *recordingSource) FetchChunk(context.Context, catalog.Blob, int64) ([]byte, error) {
+	r.calls.Add(1)
+	return nil, ErrNotFound
+}
+
+func testReadRacingDeleteAndReuse(t *testing.T, src ChunkSource) *reviewStack {
 	ctx := context.Background()
 	g := volume.Geometry{SpageShift: 12, LpageShift: 16, VolumeSize: 16 << 20}
-	s := newReviewStack(t, g, Config{})
+	cfg := Config{}
+	if src != nil {
+		cfg.Chunks = src
+	}
+	s := newReviewStack(t, g, cfg)
 	put := func(key string, body []byte) {
 		t.Helper()
 		if err := s.put(ctx, key, body); err != nil {
@@ -45,6 +77,7 @@ func TestReadRacingDeleteAndReuse(t *testing.T) {
 	if _, err := s.st.Get(ctx, "a", ReadOptions{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get after delete: %v", err)
 	}
+	return s
 }
 
 // TestCorruptionStillReported: a mismatch on a version that is still
