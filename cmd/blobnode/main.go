@@ -73,6 +73,7 @@ type config struct {
 	pprofAddr      string
 	zeroVolume     bool
 	snapThreshold  uint64
+	commitTimeout  time.Duration
 	segmentSize    int64
 	snapInterval   time.Duration
 	trailingLogs   uint64
@@ -121,6 +122,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Uint64Var(&c.snapThreshold, "snapshot-threshold", 8192, "Raft entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&c.snapInterval, "snapshot-interval", 30*time.Second, "how often Raft checks whether to snapshot")
 	fs.Uint64Var(&c.trailingLogs, "trailing-logs", 10240, "Raft entries kept behind a snapshot for slow followers")
+	fs.DurationVar(&c.commitTimeout, "raft-commit-timeout", 50*time.Millisecond, "how long an idle leader waits before telling followers the commit index (shorter: faster writes through followers at low load, more idle CPU)")
 	segmentSize := fs.String("raft-log-segment-size", "64MiB", "size of the Raft log's segment files; the log is truncated behind snapshots by whole segments")
 	maxHeader := fs.String("max-header-bytes", "64KiB", "largest request header block; larger requests get 431")
 	fs.DurationVar(&c.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send a request's headers")
