@@ -34,7 +34,7 @@ const stragglerGrace = 500 * time.Millisecond
 const stragglerStall = 2 * time.Second
 
 // maxManifest bounds the description that precedes a replica's bytes.
-const maxManifest = 1 << 20
+const maxManifest = 16 << 20
 
 // streamDepth is how many chunks may be queued for one peer.
 const streamDepth = 4
