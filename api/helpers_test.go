@@ -121,6 +121,19 @@ func (e *testEnv) put(key string, data []byte, headers ...string) result {
 // the response.
 func (e *testEnv) raw(request string) *http.Response {
 	e.t.Helper()
+	return e.rawRequest(request, true)
+}
+
+// rawComplete is raw for a complete request: the client keeps its side
+// open until the answer (a half-close after the request reads as a client
+// that went away, and may cancel the request before it is answered).
+func (e *testEnv) rawComplete(request string) *http.Response {
+	e.t.Helper()
+	return e.rawRequest(request, false)
+}
+
+func (e *testEnv) rawRequest(request string, halfClose bool) *http.Response {
+	e.t.Helper()
 	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
 	if err != nil {
 		e.t.Fatal(err)
@@ -132,8 +145,10 @@ func (e *testEnv) raw(request string) *http.Response {
 	if _, err := io.WriteString(conn, request); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
-		e.t.Fatal(err)
+	if halfClose {
+		if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {

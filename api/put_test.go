@@ -209,7 +209,7 @@ func TestPutLengthRequired(t *testing.T) {
 		t.Errorf("code %q, want %s", code, CodeLengthRequired)
 	}
 	// An explicit zero length is a valid empty blob.
-	resp = e.raw("PUT /blobs/x HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	resp = e.rawComplete("PUT /blobs/x HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("Content-Length: 0: status %d, want 201", resp.StatusCode)
 	}
