@@ -108,14 +108,20 @@ func (s *Store) chunkFailed(ce *ChunkError) {
 	s.log.Error(msg, "key", ce.Key, "version", ce.Version, "chunk", ce.Chunk, "offset", ce.Offset, "err", ce.Err)
 }
 
-// stillCurrent reports whether the object's version is still the key's
-// (true also when that cannot be told, so real corruption is reported).
-func (o *object) stillCurrent() bool {
+// stillCurrent reports whether the object's version is still the key's.
+func (o *object) stillCurrent() bool { return o.s.stillCurrent(o.b) }
+
+// stillCurrent reports whether b's version is still its key's (true also
+// when that cannot be told, so real corruption is reported). Versions
+// never come back: a chunk of b that failed verification while b is no
+// longer current was read from pages freed and reused meanwhile, which
+// is not corruption.
+func (s *Store) stillCurrent(b catalog.Blob) bool {
 	current := true
-	_ = o.s.fsm.View(func(tx *catalog.Tx) error {
-		b, ok, err := tx.GetBlob(o.b.Key)
+	_ = s.fsm.View(func(tx *catalog.Tx) error {
+		cur, ok, err := tx.GetBlob(b.Key)
 		if err == nil {
-			current = ok && b.Version == o.b.Version
+			current = ok && cur.Version == b.Version
 		}
 		return err
 	})

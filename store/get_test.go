@@ -121,3 +121,33 @@ func TestBackgroundAfterClose(t *testing.T) {
 	}
 	s.st.abortLater(12345) // must neither panic nor block
 }
+
+// TestRepairSkipsReplacedVersion: the repairer and the scrubber verify
+// blobs from a list taken a moment earlier; a listed version replaced
+// since, its pages reused by another blob, fails verification, but that
+// is neither corruption (nothing counted) nor work for read repair.
+func TestRepairSkipsReplacedVersion(t *testing.T) {
+	ctx := context.Background()
+	g := volume.Geometry{SpageShift: 12, LpageShift: 16, VolumeSize: 16 << 20}
+	src := &recordingSource{}
+	s := newReviewStack(t, g, Config{Chunks: src})
+	if err := s.put(ctx, "a", bytes.Repeat([]byte{'a'}, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	listed := s.blob(t, "a")
+	if err := s.st.Delete(ctx, "a", Condition{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.put(ctx, "b", bytes.Repeat([]byte{'b'}, 3000)); err != nil { // a's page
+		t.Fatal(err)
+	}
+	if bad, _ := Verify(s.vol, listed); len(bad) == 0 {
+		t.Fatal("the listed version's page was not reused: the test proves nothing")
+	}
+	if err := s.st.repairBlob(ctx, listed); err != nil {
+		t.Fatalf("repair of a replaced version: %v", err)
+	}
+	if src.calls.Load() != 0 || s.st.ChunkStats().Corrupt != 0 {
+		t.Fatalf("repair of a replaced version fetched %d chunks and counted %d corrupt", src.calls.Load(), s.st.ChunkStats().Corrupt)
+	}
+}

@@ -241,6 +241,12 @@ func (s *Store) repairBlob(ctx context.Context, b catalog.Blob) error {
 	if err != nil {
 		return err
 	}
+	if len(bad) > 0 && !s.stillCurrent(b) {
+		// b was replaced or deleted since the pass listed it, and its
+		// pages reused: nothing to repair (a new version is repaired on
+		// its own).
+		return nil
+	}
 	if len(bad) > 0 {
 		if s.cfg.Chunks == nil {
 			return fmt.Errorf("%d chunks fail and there is no replica to repair from", len(bad))
