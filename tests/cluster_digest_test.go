@@ -1,9 +1,7 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"testing"
 	"time"
 )
@@ -25,10 +23,7 @@ func TestClusterCatalogDigest(t *testing.T) {
 	get := func(i int) catalogStatus {
 		t.Helper()
 		var s catalogStatus
-		r := c.node(i).do(t, http.MethodGet, "/cluster", nil)
-		if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
-			t.Fatalf("GET /cluster: %v", r)
-		}
+		c.node(i).status(t, &s)
 		return s
 	}
 	agreed := func(blobs int) string {

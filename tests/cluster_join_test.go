@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"os"
 	"slices"
@@ -29,15 +28,12 @@ func setFlag(flags []string, name, value string) []string {
 // members returns the ids of the group's configuration as node i sees it.
 func (c *cluster) members(t *testing.T, i int) []string {
 	t.Helper()
-	r := c.nodes[i].do(t, http.MethodGet, "/cluster", nil)
 	var s struct {
 		Nodes []struct {
 			ID string `json:"id"`
 		} `json:"nodes"`
 	}
-	if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
-		t.Fatalf("GET /cluster: %v", r)
-	}
+	c.nodes[i].status(t, &s)
 	var ids []string
 	for _, n := range s.Nodes {
 		ids = append(ids, n.ID)

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -47,11 +46,10 @@ func waitRepaired(t *testing.T, c *cluster) {
 			if !n.running() {
 				continue
 			}
-			r := n.do(t, http.MethodGet, "/cluster", nil)
 			var s struct {
 				RepairBacklog int64 `json:"repair_backlog"`
 			}
-			if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil || s.RepairBacklog != 0 {
+			if n.status(t, &s); s.RepairBacklog != 0 {
 				return false
 			}
 		}
@@ -93,12 +91,12 @@ func TestClusterRepair(t *testing.T) {
 	// (a catalog without a byte of the blobs written meanwhile, inline
 	// ones included) and repairs the bytes it missed.
 	f := (c.leader() + 1) % 3
-	killedAt := c.snapshotStatus(t, c.leader()).Applied
+	killedAt := c.nodes[c.leader()].raftState(t).Applied
 	c.kill(f)
 	write("one-down", (f+1)%3, 40)
 	// Back only once the leader has snapshotted past the follower's end.
 	waitFor(t, time.Minute, func() bool {
-		return c.snapshotStatus(t, c.leader()).LastSnapshot > killedAt+8 // -trailing-logs
+		return c.nodes[c.leader()].raftState(t).Snapshot > killedAt+8 // -trailing-logs
 	}, func() string { return "the leader did not compact its log past the killed follower" })
 	c.start(f)
 	waitRepaired(t, c)
@@ -199,19 +197,4 @@ func TestClusterScrub(t *testing.T) {
 		t.Fatalf("blobnode_chunks_corrupt_total = %s, want 1", got)
 	}
 	readEverywhere(t, c, want)
-}
-
-type snapshotStatus struct {
-	Applied      uint64 `json:"applied_index"`
-	LastSnapshot uint64 `json:"last_snapshot_index"`
-}
-
-func (c *cluster) snapshotStatus(t *testing.T, i int) snapshotStatus {
-	t.Helper()
-	var s snapshotStatus
-	r := c.nodes[i].do(t, http.MethodGet, "/cluster", nil)
-	if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
-		t.Fatalf("GET /cluster: %v", r)
-	}
-	return s
 }

@@ -2,27 +2,11 @@ package tests
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 )
-
-// usedBytes is the allocator's used bytes on node i.
-func (c *cluster) usedBytes(t *testing.T, i int) int64 {
-	t.Helper()
-	r := c.nodes[i].do(t, http.MethodGet, "/cluster", nil)
-	var s struct {
-		Volume struct {
-			Used int64 `json:"used_bytes"`
-		} `json:"volume"`
-	}
-	if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
-		t.Fatalf("GET /cluster: %v", r)
-	}
-	return s.Volume.Used
-}
 
 // TestClusterSlowUploadOnFollower: an upload coordinated on a follower that
 // trickles in for longer than the reservation TTL keeps its reservation
@@ -71,17 +55,17 @@ func TestClusterCoordinatorKilledMidUpload(t *testing.T) {
 	c := newCluster(t, 3, "-reservation-ttl", "2s")
 	l := c.leader()
 	fi := (l + 1) % 3
-	before := c.usedBytes(t, l)
+	before := c.nodes[l].volume(t).UsedBytes
 	body := payload(seedOf("cut"), 1<<20)
 	conn := c.nodes[fi].dialRaw(t)
 	writeAll(t, conn, putHead("cut/blob", fmt.Sprintf("Content-Length: %d", len(body))))
 	writeAll(t, conn, body[:300<<10])
-	waitFor(t, 20*time.Second, func() bool { return c.usedBytes(t, l) > before },
+	waitFor(t, 20*time.Second, func() bool { return c.nodes[l].volume(t).UsedBytes > before },
 		func() string { return "the upload's reservation never appeared on the leader" })
 	c.kill(fi)
-	waitFor(t, 30*time.Second, func() bool { return c.usedBytes(t, l) == before },
+	waitFor(t, 30*time.Second, func() bool { return c.nodes[l].volume(t).UsedBytes == before },
 		func() string {
-			return fmt.Sprintf("used bytes on the leader %d, %d before the upload: the reservation did not expire", c.usedBytes(t, l), before)
+			return fmt.Sprintf("used bytes on the leader %d, %d before the upload: the reservation did not expire", c.nodes[l].volume(t).UsedBytes, before)
 		})
 	c.start(fi)
 	c.leader()
@@ -89,8 +73,10 @@ func TestClusterCoordinatorKilledMidUpload(t *testing.T) {
 		if r := n.do(t, http.MethodGet, blobPath("cut/blob"), nil); r.status != http.StatusNotFound {
 			t.Fatalf("%s: the cut upload is visible: %v", c.ids[i], r)
 		}
-		waitFor(t, 20*time.Second, func() bool { return c.usedBytes(t, i) == before },
-			func() string { return fmt.Sprintf("%s: used bytes %d, want %d", c.ids[i], c.usedBytes(t, i), before) })
+		waitFor(t, 20*time.Second, func() bool { return c.nodes[i].volume(t).UsedBytes == before },
+			func() string {
+				return fmt.Sprintf("%s: used bytes %d, want %d", c.ids[i], c.nodes[i].volume(t).UsedBytes, before)
+			})
 	}
 }
 

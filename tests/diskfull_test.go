@@ -85,9 +85,7 @@ type readOnlyStatus struct {
 func (n *node) readOnlyStatus(t testing.TB) readOnlyStatus {
 	t.Helper()
 	var s readOnlyStatus
-	if r := n.do(t, http.MethodGet, "/cluster", nil); r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
-		t.Fatalf("GET /cluster: %v", r)
-	}
+	n.status(t, &s)
 	return s
 }
 

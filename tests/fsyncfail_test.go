@@ -2,7 +2,6 @@ package tests
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -95,22 +94,6 @@ func (f *fsyncNode) fill() {
 		func() string {
 			return fmt.Sprintf("%d bytes pooled, want %d reservations of %d ready", v.PooledBytes, poolLeft, pooledSize)
 		})
-}
-
-// raftState is what GET /cluster says of the log.
-type raftState struct {
-	Applied  uint64 `json:"applied_index"`
-	Last     uint64 `json:"last_index"`
-	Snapshot uint64 `json:"last_snapshot_index"`
-}
-
-func (n *node) raftState(t testing.TB) raftState {
-	t.Helper()
-	var s raftState
-	if r := n.do(t, http.MethodGet, "/cluster", nil); r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
-		t.Fatalf("GET /cluster: %v", r)
-	}
-	return s
 }
 
 // settle waits until the allocator journal has nothing left to write and

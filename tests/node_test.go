@@ -597,15 +597,12 @@ func (v volumeStatus) held() int64 { return v.UsedBytes - v.PooledBytes }
 
 func (n *node) volume(t testing.TB) volumeStatus {
 	t.Helper()
-	r := n.do(t, http.MethodGet, "/cluster", nil)
-	if r.status != http.StatusOK {
-		t.Fatalf("GET /cluster: %v", r)
-	}
 	var s struct {
 		Volume *volumeStatus `json:"volume"`
 	}
-	if err := json.Unmarshal(r.body, &s); err != nil || s.Volume == nil {
-		t.Fatalf("GET /cluster: %v: %s", err, r.body)
+	n.status(t, &s)
+	if s.Volume == nil {
+		t.Fatal("GET /cluster has no volume")
 	}
 	return *s.Volume
 }
@@ -727,15 +724,35 @@ func allocSize(s int64) int64 {
 
 func sha256Of(b []byte) [32]byte { return sha256.Sum256(b) }
 
+// status decodes the node's GET /cluster into v (a struct of the fields
+// the caller reads), failing the test on any other answer.
+func (n *node) status(t testing.TB, v any) {
+	t.Helper()
+	r := n.do(t, http.MethodGet, "/cluster", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("GET /cluster: %v", r)
+	}
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("GET /cluster: %v: %s", err, r.body)
+	}
+}
+
+// raftState is what GET /cluster says of the log.
+type raftState struct {
+	Applied  uint64 `json:"applied_index"`
+	Last     uint64 `json:"last_index"`
+	Snapshot uint64 `json:"last_snapshot_index"`
+}
+
+func (n *node) raftState(t testing.TB) raftState {
+	t.Helper()
+	var s raftState
+	n.status(t, &s)
+	return s
+}
+
 // lastSnapshotIndex is the index of the node's newest Raft snapshot.
 func (n *node) lastSnapshotIndex(t testing.TB) uint64 {
 	t.Helper()
-	r := n.do(t, http.MethodGet, "/cluster", nil)
-	var s struct {
-		LastSnapshotIndex uint64 `json:"last_snapshot_index"`
-	}
-	if r.status != http.StatusOK || json.Unmarshal(r.body, &s) != nil {
-		t.Fatalf("GET /cluster: %v", r)
-	}
-	return s.LastSnapshotIndex
+	return n.raftState(t).Snapshot
 }

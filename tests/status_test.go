@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"encoding/json"
-	"net/http"
 	"testing"
 )
 
@@ -16,13 +14,10 @@ type raftView struct {
 
 func (n *node) raftView(t testing.TB) raftView {
 	t.Helper()
-	r := n.do(t, http.MethodGet, "/cluster", nil)
 	var v raftView
-	if r.status != http.StatusOK || json.Unmarshal(r.body, &v) != nil {
-		t.Fatalf("GET /cluster: %v", r)
-	}
+	n.status(t, &v)
 	if v.Term == nil {
-		t.Fatalf("GET /cluster has no term: %s", r.body)
+		t.Fatal("GET /cluster has no term")
 	}
 	return v
 }
