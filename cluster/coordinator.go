@@ -53,6 +53,8 @@ type Coordinator struct {
 	apiOf  map[raft.ServerAddress]string // Raft address -> API address, from probes
 
 	reads readBatcher
+	// frames holds the buffers upload streams copy chunks into (*frame).
+	frames sync.Pool
 	// Counters for metrics: linearizable reads served here as a follower,
 	// and the read-index round trips to the leader they shared.
 	followerReads, readIndexTrips atomic.Uint64

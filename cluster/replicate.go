@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -63,10 +65,10 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 		return nil, err
 	}
 	head := binary.BigEndian.AppendUint32(nil, uint32(len(manifest)))
-	st := &stream{log: c.log, need: voters/2 + 1 - 1, stall: stragglerStall, holders: []string{string(c.node.ID())}, results: make(chan *peerStream, len(peers))}
+	st := &stream{log: c.log, pool: &c.frames, need: voters/2 + 1 - 1, stall: stragglerStall, holders: []string{string(c.node.ID())}, results: make(chan *peerStream, len(peers))}
 	for _, p := range peers {
 		pctx, cancel := context.WithCancel(ctx)
-		ps := &peerStream{id: p.ID, frames: make(chan []byte, streamDepth), cancel: cancel, done: make(chan struct{})}
+		ps := &peerStream{id: p.ID, frames: make(chan *frame, streamDepth), cancel: cancel, done: make(chan struct{})}
 		st.peers = append(st.peers, ps)
 		go func() {
 			defer close(ps.done)
@@ -85,6 +87,7 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 // called by the upload's goroutine only.
 type stream struct {
 	log     *slog.Logger
+	pool    *sync.Pool    // of *frame
 	need    int           // peer acknowledgements needed, besides this node's copy
 	stall   time.Duration // stragglerStall
 	peers   []*peerStream
@@ -97,7 +100,7 @@ type stream struct {
 // peerStream is one peer's request: frames feeds its body.
 type peerStream struct {
 	id     raft.ServerID
-	frames chan []byte
+	frames chan *frame
 	cancel context.CancelFunc
 	done   chan struct{} // closed once the request has ended; err is set
 	err    error
@@ -129,14 +132,24 @@ func (st *stream) cutOff(p *peerStream, why error) {
 // stragglerStall while enough others remain, is cut off; Send fails once
 // too few peers are left for a majority.
 func (st *stream) Send(ctx context.Context, sum uint32, chunk []byte) error {
-	frame := make([]byte, 4+len(chunk))
-	binary.BigEndian.PutUint32(frame, sum)
-	copy(frame[4:], chunk)
+	f, _ := st.pool.Get().(*frame)
+	if f == nil || cap(f.buf) < 4+len(chunk) {
+		f = &frame{pool: st.pool, buf: make([]byte, 4+len(chunk))}
+	}
+	f.b = f.buf[:4+len(chunk)]
+	binary.BigEndian.PutUint32(f.b, sum)
+	copy(f.b[4:], chunk)
+	f.refs.Store(int32(st.live()) + 1) // the queues, and this loop
+	defer f.release()
 	for _, p := range st.peers {
 		if p.cut {
 			continue
 		}
-		if err := st.queue(ctx, p, frame); err != nil {
+		queued, err := st.queue(ctx, p, f)
+		if !queued {
+			f.release()
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -146,27 +159,29 @@ func (st *stream) Send(ctx context.Context, sum uint32, chunk []byte) error {
 	return nil
 }
 
-func (st *stream) queue(ctx context.Context, p *peerStream, frame []byte) error {
+// queue puts f on p's queue, or cuts p off; queued says whether p took
+// it.
+func (st *stream) queue(ctx context.Context, p *peerStream, f *frame) (queued bool, err error) {
 	select {
-	case p.frames <- frame:
-		return nil
+	case p.frames <- f:
+		return true, nil
 	default:
 	}
 	stall := time.NewTimer(st.stall)
 	defer stall.Stop()
 	for {
 		select {
-		case p.frames <- frame:
-			return nil
+		case p.frames <- f:
+			return true, nil
 		case <-p.done:
 			st.cutOff(p, cmp.Or(p.err, errors.New("ended early")))
-			return nil
+			return false, nil
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-stall.C:
 			if st.live()-1 >= st.need {
 				st.cutOff(p, fmt.Errorf("took no chunk for %v", st.stall))
-				return nil
+				return false, nil
 			}
 			stall.Reset(st.stall) // it is needed: keep waiting, as long as ctx allows
 		}
@@ -255,28 +270,49 @@ func (st *stream) Abort() {
 	}
 }
 
+// frame is one chunk, preceded by its checksum, shared by the peers'
+// queues. refs counts who still holds it; the last to let go returns it to
+// the pool. (A frame left in the queue of a peer cut off is never
+// returned: the garbage collector takes it.)
+type frame struct {
+	buf  []byte // capacity 4 + ChunkSize
+	b    []byte // buf's bytes in use
+	refs atomic.Int32
+	pool *sync.Pool
+}
+
+func (f *frame) release() {
+	if f.refs.Add(-1) == 0 {
+		f.pool.Put(f)
+	}
+}
+
 // frameReader is a peer request's body after the manifest: the frames
 // queued for it, until the channel is closed (then EOF) or ctx ends.
 type frameReader struct {
-	frames <-chan []byte
+	frames <-chan *frame
 	ctx    context.Context
-	cur    []byte
+	cur    *frame
+	off    int
 }
 
 func (r *frameReader) Read(p []byte) (int, error) {
-	for len(r.cur) == 0 {
+	for r.cur == nil {
 		select {
 		case f, ok := <-r.frames:
 			if !ok {
 				return 0, io.EOF
 			}
-			r.cur = f
+			r.cur, r.off = f, 0
 		case <-r.ctx.Done():
 			return 0, r.ctx.Err()
 		}
 	}
-	n := copy(p, r.cur)
-	r.cur = r.cur[n:]
+	n := copy(p, r.cur.b[r.off:])
+	if r.off += n; r.off == len(r.cur.b) {
+		r.cur.release()
+		r.cur = nil
+	}
 	return n, nil
 }
 

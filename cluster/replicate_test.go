@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,11 +17,11 @@ import (
 // test: a peer's frames are consumed only if the test reads them, and
 // finish(p, err) ends its request as the HTTP answer would.
 func newTestStream(need int, ids ...string) *stream {
-	st := &stream{log: slog.New(slog.DiscardHandler), need: need, stall: 100 * time.Millisecond,
+	st := &stream{log: slog.New(slog.DiscardHandler), pool: &sync.Pool{}, need: need, stall: 100 * time.Millisecond,
 		holders: []string{"self"}, results: make(chan *peerStream, len(ids))}
 	for _, id := range ids {
 		_, cancel := context.WithCancel(context.Background())
-		st.peers = append(st.peers, &peerStream{id: raft.ServerID(id), frames: make(chan []byte, 1), cancel: cancel, done: make(chan struct{})})
+		st.peers = append(st.peers, &peerStream{id: raft.ServerID(id), frames: make(chan *frame, 1), cancel: cancel, done: make(chan struct{})})
 	}
 	return st
 }
@@ -33,7 +35,8 @@ func finish(st *stream, p *peerStream, err error) {
 // drain consumes p's frames until its channel closes, then answers ok.
 func drain(st *stream, p *peerStream) {
 	go func() {
-		for range p.frames {
+		for f := range p.frames {
+			f.release()
 		}
 		finish(st, p, nil)
 	}()
@@ -96,4 +99,36 @@ func TestStreamStragglers(t *testing.T) {
 			t.Fatal("Finish with every peer failed succeeded")
 		}
 	})
+}
+
+// TestFrameSharedUntilRead: one chunk's frame is shared by the peers'
+// queues and let go (back to the pool) only once every peer's body has
+// read all of it, so no body reads a buffer that holds the next chunk.
+func TestFrameSharedUntilRead(t *testing.T) {
+	st := newTestStream(1, "a", "b")
+	chunk := []byte("sixteen bytes!!!")
+	if err := st.Send(context.Background(), 7, chunk); err != nil {
+		t.Fatal(err)
+	}
+	f := <-st.peers[0].frames
+	if got := <-st.peers[1].frames; got != f {
+		t.Fatal("the peers were given different frames")
+	}
+	readers := []*frameReader{{frames: oneFrame(f), ctx: context.Background()}, {frames: oneFrame(f), ctx: context.Background()}}
+	for i, want := range []int32{1, 0} {
+		b, err := io.ReadAll(readers[i])
+		if err != nil || len(b) != 4+len(chunk) || string(b[4:]) != string(chunk) {
+			t.Fatalf("body %d: %q, %v", i, b, err)
+		}
+		if got := f.refs.Load(); got != want {
+			t.Fatalf("after body %d read the frame: %d holders, want %d", i, got, want)
+		}
+	}
+}
+
+func oneFrame(f *frame) <-chan *frame {
+	ch := make(chan *frame, 1)
+	ch <- f
+	close(ch)
+	return ch
 }
