@@ -46,6 +46,11 @@ type NodeConfig struct {
 	// this bounds a forwarded write's latency; shorter costs idle CPU.
 	CommitTimeout time.Duration
 	TrailingLogs  uint64 // default 10240
+	// HeartbeatTimeout is how long a follower hears nothing from a leader
+	// before it campaigns (0: hashicorp/raft's 1 s; the leader lease is
+	// at most this). A node that is its group's only voter campaigns at
+	// start without waiting for it (see campaignAlone).
+	HeartbeatTimeout time.Duration
 	// LogSegmentSize is the size of the Raft log's segment files (0:
 	// raft-wal's 64 MiB). The log is truncated behind a snapshot by whole
 	// segments, so smaller ones free space sooner and send a lagging
@@ -119,6 +124,11 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	rc.MaxAppendEntries = 256
 	if cfg.CommitTimeout > 0 {
 		rc.CommitTimeout = cfg.CommitTimeout
+	}
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+		rc.ElectionTimeout = cfg.HeartbeatTimeout
+		rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, cfg.HeartbeatTimeout)
 	}
 	rc.SnapshotThreshold = orDefault(cfg.SnapshotThreshold, 8192)
 	rc.TrailingLogs = orDefault(cfg.TrailingLogs, 10240)
@@ -227,6 +237,9 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 		return fail(fmt.Errorf("raftfsm: start raft: %w", err))
 	}
 	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: transport, stream: stream, log: cfg.Logger, stop: make(chan struct{})}
+	if n.soleVoter() {
+		n.campaignAlone(rc.LeaderLeaseTimeout)
+	}
 	n.wg.Add(2)
 	go n.watchLeadership()
 	go n.handOffWhileReadOnly()
@@ -256,6 +269,31 @@ func (n *Node) handOffWhileReadOnly() {
 		case <-changed:
 		case <-tick.C:
 		}
+	}
+}
+
+// campaignAlone makes a follower that is its group's only voter campaign
+// now instead of after a heartbeat timeout: nobody else can lead, so the
+// wait (1 to 2 s by default) would only delay every start. Campaigning
+// early is always safe in Raft; it costs a term at most. hashicorp/raft
+// has no call for it, but a reload that shortens HeartbeatTimeout fires a
+// follower's heartbeat timer at once, and a node that has never heard from
+// a leader then campaigns whatever the timeout. The timeout is put back
+// at once, so nothing else changes: shortest is the leader lease, since a
+// timeout may not be shorter than the lease.
+func (n *Node) campaignAlone(lease time.Duration) {
+	normal := n.raft.ReloadableConfig()
+	if normal.HeartbeatTimeout <= lease {
+		return // no shorter timeout to reload; the wait is short anyway
+	}
+	short := normal
+	short.HeartbeatTimeout = lease
+	if err := n.raft.ReloadConfig(short); err != nil {
+		n.log.Warn("cannot campaign at once; waiting for the heartbeat timeout", "err", err)
+		return
+	}
+	if err := n.raft.ReloadConfig(normal); err != nil {
+		n.log.Warn("cannot restore the heartbeat timeout", "err", err, "timeout", short.HeartbeatTimeout)
 	}
 }
 
@@ -501,7 +539,11 @@ func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
 }
 
 // Snapshot asks Raft for a snapshot now (tests and operators).
-func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+func (n *Node) Snapshot() error { return n.SnapshotNow(context.Background()) }
+
+// SnapshotNow asks Raft for a snapshot now and waits for it until ctx
+// ends. raft.ErrNothingNewToSnapshot says the newest one is current.
+func (n *Node) SnapshotNow(ctx context.Context) error { return n.waitFuture(ctx, n.raft.Snapshot()) }
 
 // Close stops the background work and shuts Raft down; the FSM's stores are
 // the caller's to close afterwards.

@@ -557,3 +557,26 @@ func TestNodeReadIndexCheap(t *testing.T) {
 		t.Errorf("ReadIndex allocates %.0f times, no fewer than one raft.Stats (%.0f): is the term read through Stats again?", readIndex, stats)
 	}
 }
+
+// TestSoleVoterCampaignsAtStart: a node that is its group's only voter
+// leads at once, on its first start and on a restart with Raft state,
+// instead of waiting out a heartbeat timeout (here two minutes, so a node
+// that waited would fail the 20 s bounds of startNode); afterwards the
+// timeout is the configured one again.
+func TestSoleVoterCampaignsAtStart(t *testing.T) {
+	const hb = 2 * time.Minute
+	s := newStack(t, fileDev, 1)
+	cfg := NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t), HeartbeatTimeout: hb}
+	n := startNode(t, cfg, s.fsm)
+	propose(t, n, Command{Kind: KindReserve, ReservationID: 1<<32 + 1, Size: 9000})
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s.shutdown()
+	s.open()
+	cfg.Dir = restartDir(t, cfg.Dir)
+	n = startNode(t, cfg, s.fsm)
+	if got := n.Raft().ReloadableConfig().HeartbeatTimeout; got != hb {
+		t.Fatalf("heartbeat timeout after start: %v; want %v", got, hb)
+	}
+}

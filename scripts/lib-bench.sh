@@ -158,3 +158,26 @@ machine_ticks() {
 	# cpu user nice system idle iowait irq softirq steal ...
 	awk '$1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit }' /proc/stat
 }
+
+# ready_after T0 URL PID [S]: seconds (3 decimals) from T0 (date +%s%N, taken
+# just before the process started) until URL answers 200, polled every
+# 5 ms, for up to S seconds (60); fails if PID exits first.
+ready_after() {
+	local t0=$1 url=$2 pid=$3 secs=${4:-60} deadline
+	deadline=$((t0 + secs * 1000000000))
+	until [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) == 200 ]]; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			log "process $pid exited while waiting for $url"
+			return 1
+		fi
+		if (($(date +%s%N) > deadline)); then
+			log "$url not ready after $secs s"
+			return 1
+		fi
+		sleep 0.005
+	done
+	awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'
+}
+
+# anon_kib PID: the anonymous memory of PID (RssAnon), in KiB.
+anon_kib() { awk '$1 == "RssAnon:" { print $2 }' "/proc/$1/status"; }
