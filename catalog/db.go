@@ -425,14 +425,43 @@ func checkBolt(bdb *bbolt.DB, withLocal bool) error {
 		return err
 	}
 	defer func() { _ = btx.Rollback() }()
+	// The records are checked in a read transaction of their own while
+	// bbolt walks its pages (each takes about half a second over a
+	// million blobs).
+	records := make(chan []error, 1)
+	go func() {
+		rtx, err := bdb.Begin(false)
+		if err != nil {
+			records <- []error{err}
+			return
+		}
+		defer func() { _ = rtx.Rollback() }()
+		tx := &Tx{tx: rtx}
+		defer tx.end()
+		var errs []error
+		if err := readingCorrupt(func() error { errs = tx.check(withLocal); return nil }); err != nil {
+			errs = append(errs, err)
+		}
+		records <- errs
+	}()
 	var errs []error
 	for e := range btx.Check() {
 		errs = append(errs, fmt.Errorf("%w: bbolt: %w", ErrCorrupt, e))
 	}
-	tx := &Tx{tx: btx}
-	defer tx.end()
-	errs = append(errs, tx.check(withLocal)...)
+	errs = append(errs, <-records...)
 	return errors.Join(errs...)
+}
+
+// readingCorrupt runs fn, which reads a file not yet checked, and turns a
+// panic of bbolt's (a page it cannot parse) into an error wrapping
+// ErrCorrupt. bbolt rolls back a View's transaction when fn panics.
+func readingCorrupt(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: bbolt: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
 }
 
 // LocalMarks are the node-local marks (key -> the version this node

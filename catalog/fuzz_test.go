@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -31,12 +32,20 @@ func FuzzDecodeBlob(f *testing.F) {
 	f.Add([]byte{blobFormatV1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 0, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
+		exts, extErr := blobExtents(data, nil)
+		if extErr != nil && !errors.Is(extErr, ErrCorrupt) {
+			t.Fatalf("blobExtents: error does not wrap ErrCorrupt: %v", extErr)
+		}
 		b, err := DecodeBlob(data)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error does not wrap ErrCorrupt: %v", err)
 			}
 			return
+		}
+		// What the allocator's rebuild reads of a valid record is its extents.
+		if extErr != nil || !slices.Equal(exts, b.Extents) {
+			t.Fatalf("blobExtents = %v, %v; DecodeBlob's extents are %v", exts, extErr, b.Extents)
 		}
 		enc, err := EncodeBlob(b)
 		if err != nil {

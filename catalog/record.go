@@ -381,6 +381,29 @@ func DecodeBlob(data []byte) (Blob, error) {
 	return b, nil
 }
 
+// blobExtents appends the extents of the blob record data to exts: the
+// fields before them are stepped over, and nothing after them is read, so
+// it allocates nothing beyond exts. It checks only what it reads; a record
+// DecodeBlob refuses may pass. For walks of a catalog that was checked
+// (Open, Restore) and that need no more than the pages blobs hold.
+func blobExtents(data []byte, exts []Extent) ([]Extent, error) {
+	d := decoder{rec: "blob", b: data}
+	d.format(blobFormatV1, blobFormatV2)
+	for _, field := range [...]string{"version", "size", "chunk size", "created", "reservation id"} {
+		d.uvarint(field)
+	}
+	d.bytes("content type", d.uvarint("content type length"))
+	n := d.uvarint("extent count")
+	if d.err == nil && (n > MaxExtents || n > uint64(len(d.b)/2)) {
+		d.fail("extent count %d does not fit in %d remaining bytes (max %d)", n, len(d.b), MaxExtents)
+	}
+	for i := uint64(0); d.err == nil && i < n; i++ {
+		e := Extent{Offset: d.nonNegative("extent offset"), Length: d.nonNegative("extent length")}
+		exts = append(exts, e)
+	}
+	return exts, d.err
+}
+
 // DecodeReservation parses a record written by EncodeReservation. The
 // returned Reservation has a zero ID (the ID is the record's key). Errors
 // wrap ErrCorrupt, as for DecodeBlob.

@@ -140,7 +140,7 @@ func (s *Snapshot) Release() {
 //
 // It reads exactly the bytes WriteTo wrote (a caller may frame other state
 // after them in the same stream), into a temporary file next to the catalog
-// that it syncs and validates (framing checksum, bbolt consistency, layout
+// that it syncs (see below) and validates (framing checksum, bbolt consistency, layout
 // version, every record). A snapshot of layout 1 (from a node of an earlier
 // release) is upgraded to layout 2 first, as Open upgrades a file: it
 // carries no recorded requests or members. A snapshot of a layout newer
@@ -149,16 +149,22 @@ func (s *Snapshot) Release() {
 // sender's local bucket is dropped), renames the file over the catalog,
 // syncs the directory and reopens. A failure before the rename leaves the
 // current catalog untouched; a crash at any point leaves either the old or
-// the new file in place. Update and View calls wait for the swap; open
-// snapshots keep reading the replaced file until released.
+// the new file in place. With Options.NoSync the received file is not
+// synced: like any Update, the restored state is durable only after Sync,
+// and a crash before it may leave a torn file in place (a catalog without
+// fsync is rebuilt after any crash anyway). Update and View calls wait for
+// the swap; open snapshots keep reading the replaced file until released.
 //
 // If the file was swapped in but cannot be reopened, the DB is unusable and
 // every later call returns an error wrapping ErrClosed.
 func (db *DB) Restore(r io.Reader) error { return db.RestoreIf(r, nil) }
 
-// RestoreIf is Restore that first runs accept, if not nil, in a read
+// RestoreIf is Restore that also runs accept, if not nil, in a read
 // transaction of the received catalog: an error from it refuses the
-// snapshot, and the catalog in place is unchanged.
+// snapshot, and the catalog in place is unchanged. accept runs while the
+// received file is still being checked, so it may see a corrupt catalog
+// (the Tx then returns errors wrapping ErrCorrupt); what it learns counts
+// only if RestoreIf returns nil.
 func (db *DB) RestoreIf(r io.Reader, accept func(*Tx) error) (err error) {
 	db.mu.RLock()
 	_, err = db.current()
@@ -188,11 +194,18 @@ func (db *DB) RestoreIf(r io.Reader, accept func(*Tx) error) (err error) {
 	if err := receiveSnapshot(f, r); err != nil {
 		return errors.Join(fmt.Errorf("restore: %w", err), f.Close())
 	}
+	if !db.opts.NoSync {
+		if err := f.Sync(); err != nil {
+			return errors.Join(fmt.Errorf("restore: sync received snapshot: %w", err), f.Close())
+		}
+	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 
-	tdb, err := bbolt.Open(tmp, 0o600, &bbolt.Options{FreelistType: bbolt.FreelistMapType})
+	// NoGrowSync too: bbolt otherwise syncs the whole file when a commit
+	// grows it (0.5 s of a restart with a million blobs).
+	tdb, err := bbolt.Open(tmp, 0o600, &bbolt.Options{FreelistType: bbolt.FreelistMapType, NoSync: db.opts.NoSync, NoGrowSync: db.opts.NoSync})
 	if err != nil {
 		return fmt.Errorf("restore: open received file: %w: %w", ErrCorrupt, err)
 	}
@@ -207,18 +220,25 @@ func (db *DB) RestoreIf(r io.Reader, accept func(*Tx) error) (err error) {
 	if err := migrateLayout(tdb); err != nil {
 		return fmt.Errorf("restore: received catalog: %w", err)
 	}
-	if err := checkBolt(tdb, false); err != nil {
+	// Both only read the file, so accept runs while it is checked: a
+	// catalog of a million blobs takes each about half a second.
+	checked := make(chan error, 1)
+	go func() { checked <- checkBolt(tdb, false) }()
+	var acceptErr error
+	if accept != nil {
+		acceptErr = readingCorrupt(func() error {
+			return tdb.View(func(btx *bbolt.Tx) error {
+				tx := &Tx{tx: btx}
+				defer tx.end()
+				return accept(tx)
+			})
+		})
+	}
+	if err := <-checked; err != nil {
 		return fmt.Errorf("restore: received catalog: %w", err)
 	}
-	if accept != nil {
-		err := tdb.View(func(btx *bbolt.Tx) error {
-			tx := &Tx{tx: btx}
-			defer tx.end()
-			return accept(tx)
-		})
-		if err != nil {
-			return fmt.Errorf("restore: snapshot refused: %w", err)
-		}
+	if acceptErr != nil {
+		return fmt.Errorf("restore: snapshot refused: %w", acceptErr)
 	}
 
 	db.mu.Lock()
@@ -258,8 +278,8 @@ func (db *DB) RestoreIf(r io.Reader, accept func(*Tx) error) (err error) {
 	return errors.Join(errs...)
 }
 
-// receiveSnapshot copies one framed snapshot from r into f, verifies its
-// checksum and syncs f. It reads no byte past the trailer.
+// receiveSnapshot copies one framed snapshot from r into f and verifies its
+// checksum. It reads no byte past the trailer.
 func receiveSnapshot(f *os.File, r io.Reader) error {
 	hdr := make([]byte, snapshotHeaderLen)
 	if err := readFull(r, hdr, "header"); err != nil {
@@ -273,7 +293,12 @@ func receiveSnapshot(f *os.File, r io.Reader) error {
 		return fmt.Errorf("%w: snapshot body length %d", ErrCorrupt, body)
 	}
 	cw := &crcWriter{w: f, crc: newCRC()}
-	n, err := io.CopyN(cw, r, int64(body))
+	// In 1 MiB writes, not io.Copy's 32 KiB: a catalog of a million blobs
+	// is about 300 MB.
+	n, err := io.CopyBuffer(cw, io.LimitReader(r, int64(body)), make([]byte, 1<<20))
+	if err == nil && n < int64(body) {
+		err = io.EOF
+	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: snapshot truncated after %d of %d bytes", ErrCorrupt, n, body)
@@ -286,9 +311,6 @@ func receiveSnapshot(f *os.File, r io.Reader) error {
 	}
 	if got, want := cw.crc.Sum32(), binary.BigEndian.Uint32(trailer); got != want {
 		return fmt.Errorf("%w: snapshot checksum %08x, trailer says %08x", ErrCorrupt, got, want)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync received snapshot: %w", err)
 	}
 	return nil
 }
@@ -308,7 +330,7 @@ func readFull(r io.Reader, buf []byte, what string) error {
 
 // mergeLocal replaces the local bucket of the received file with the entries
 // of cur's local bucket whose (key, version) exists among the received blobs.
-// The commit is synced (tdb is opened without NoSync).
+// The commit is synced unless tdb was opened with NoSync.
 func mergeLocal(tdb, cur *bbolt.DB) error {
 	return tdb.Update(func(ttx *bbolt.Tx) error {
 		if err := ttx.DeleteBucket([]byte(bucketLocal)); err != nil && !errors.Is(err, bberrors.ErrBucketNotFound) {

@@ -284,11 +284,38 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 		return frame(b)
 	}()
 
+	// Leaf pages bbolt cannot parse, behind a valid meta page, freelist and
+	// framing: the checks and accept read them at the same time.
+	badPages := func() []byte {
+		many := openTest(t, Options{})
+		var blobs []Blob
+		for i := range 300 {
+			blobs = append(blobs, testBlob(fmt.Sprintf("key/%04d", i), uint64(i+1), 1))
+		}
+		putBlobs(t, many, blobs...)
+		img := bytes.Clone(snapshotBytes(t, many)[snapshotHeaderLen:])
+		img = img[:len(img)-snapshotTrailerLen]
+		const pageSize = 4096
+		spoilt := 0
+		for off := 4 * pageSize; off+16 <= len(img); off += pageSize {
+			flags, count := binary.LittleEndian.Uint16(img[off+8:]), binary.LittleEndian.Uint16(img[off+10:])
+			if flags == 0x02 && count >= 20 { // a leaf of the blobs bucket
+				binary.LittleEndian.PutUint16(img[off+8:], 0x55)
+				spoilt++
+			}
+		}
+		if spoilt == 0 {
+			t.Fatal("no leaf page to spoil")
+		}
+		return frame(img)
+	}()
+
 	tests := []struct {
 		name   string
 		stream []byte
 		want   error
 	}{
+		{"unparseable leaf pages", badPages, ErrCorrupt},
 		{"empty", nil, ErrCorrupt},
 		{"short header", good[:10], ErrCorrupt},
 		{"bad magic", append([]byte("XXXXXXXX"), good[8:]...), ErrCorrupt},

@@ -227,6 +227,12 @@ func (f *FSM) rebuildAllocator(ctx context.Context, idx uint64) error {
 	if err != nil {
 		return fmt.Errorf("raftfsm: rebuild allocator: %w", err)
 	}
+	return f.rebuildAllocatorFrom(ctx, owned, idx)
+}
+
+// rebuildAllocatorFrom rebuilds the allocator with exactly owned in use,
+// as of index idx.
+func (f *FSM) rebuildAllocatorFrom(ctx context.Context, owned []space.Extent, idx uint64) error {
 	if err := f.alloc.Rebuild(ctx, owned); err != nil {
 		return fmt.Errorf("raftfsm: rebuild allocator: %w", err)
 	}
@@ -252,10 +258,18 @@ func (f *FSM) AttachData(d BlobData) {
 func OwnedExtents(cat *catalog.DB) ([]space.Extent, error) {
 	var owned []space.Extent
 	err := cat.View(func(tx *catalog.Tx) error {
-		return tx.ForEachOwnedExtent(func(e catalog.Extent) error {
-			owned = append(owned, space.Extent(e))
-			return nil
-		})
+		var err error
+		owned, err = ownedExtents(tx)
+		return err
+	})
+	return owned, err
+}
+
+func ownedExtents(tx *catalog.Tx) ([]space.Extent, error) {
+	var owned []space.Extent
+	err := tx.ForEachOwnedExtent(func(e catalog.Extent) error {
+		owned = append(owned, space.Extent(e))
+		return nil
 	})
 	return owned, err
 }
@@ -990,7 +1004,18 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
-	if err := f.cat.RestoreIf(rc, f.acceptSnapshot); err != nil {
+	// The allocator is rebuilt from the pages the snapshot's blobs and
+	// reservations own, read while the catalog checks the file.
+	var owned []space.Extent
+	accept := func(tx *catalog.Tx) error {
+		if err := f.acceptSnapshot(tx); err != nil {
+			return err
+		}
+		var err error
+		owned, err = ownedExtents(tx)
+		return err
+	}
+	if err := f.cat.RestoreIf(rc, accept); err != nil {
 		return fmt.Errorf("raftfsm: restore: %w", err)
 	}
 	f.revokeAllWriters()
@@ -1004,7 +1029,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}); err != nil {
 		return fmt.Errorf("raftfsm: restore: %w", err)
 	}
-	if err := f.rebuildAllocator(context.Background(), idx); err != nil {
+	if err := f.rebuildAllocatorFrom(context.Background(), owned, idx); err != nil {
 		f.stop(err)
 		return err
 	}
