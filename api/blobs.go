@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -301,21 +300,21 @@ func (s *server) getBlobAttempt(w http.ResponseWriter, r *http.Request, attempts
 		s.log.Warn("store returned a malformed ETag", "key", key, "etag", info.ETag)
 	}
 
-	hdr := http.Header{}
-	hdr.Set("Accept-Ranges", "bytes")
+	var hdr heldHeader
+	hdr.set("Accept-Ranges", "bytes")
 	if info.ETag != "" {
-		hdr.Set("ETag", info.ETag)
+		hdr.set("Etag", info.ETag)
 	}
 	if !info.Created.IsZero() {
-		hdr.Set("Last-Modified", info.Created.UTC().Format(http.TimeFormat))
+		hdr.set("Last-Modified", info.Created.UTC().Format(http.TimeFormat))
 	}
 	if len(info.Replicas) > 0 {
-		hdr.Set("Blobnode-Replicas", strings.Join(info.Replicas, ","))
+		hdr.set("Blobnode-Replicas", strings.Join(info.Replicas, ","))
 	}
 
 	switch evalReadConditions(r.Header, current, info.Created) {
 	case preconditionNotModified:
-		maps.Copy(w.Header(), hdr)
+		hdr.writeTo(w.Header())
 		w.WriteHeader(http.StatusNotModified)
 		return
 	case preconditionFailed:
@@ -343,17 +342,17 @@ func (s *server) getBlobAttempt(w http.ResponseWriter, r *http.Request, attempts
 			return
 		default:
 			status, rng = http.StatusPartialContent, br
-			hdr.Set("Content-Range", rng.contentRange(info.Size))
+			hdr.set("Content-Range", rng.contentRange(info.Size))
 		}
 	}
 	contentType := info.ContentType
 	if contentType == "" {
 		contentType = defaultMediaType
 	}
-	hdr.Set("Content-Type", contentType)
-	hdr.Set("Content-Length", strconv.FormatInt(rng.length, 10))
+	hdr.set("Content-Type", contentType)
+	hdr.set("Content-Length", strconv.FormatInt(rng.length, 10))
 
-	resp := &deferredResponse{w: w, status: status, header: hdr}
+	resp := &deferredResponse{w: w, status: status, header: &hdr}
 	if r.Method == http.MethodHead || rng.length == 0 {
 		resp.commit()
 		return
@@ -392,19 +391,47 @@ func (s *server) getBlobAttempt(w http.ResponseWriter, r *http.Request, attempts
 	panic(http.ErrAbortHandler)
 }
 
+// heldHeader holds a response's header fields until the response is
+// committed, then adds them to the response's header with one allocation
+// for all of their values (http.Header.Set makes one per field). Names
+// must be in canonical form (textproto.CanonicalMIMEHeaderKey: "Etag").
+type heldHeader struct {
+	names, values [8]string
+	n             int
+}
+
+func (h *heldHeader) set(name, value string) {
+	for i := range h.n {
+		if h.names[i] == name {
+			h.values[i] = value
+			return
+		}
+	}
+	h.names[h.n], h.values[h.n] = name, value
+	h.n++
+}
+
+func (h *heldHeader) writeTo(dst http.Header) {
+	vals := make([]string, h.n)
+	copy(vals, h.values[:h.n])
+	for i := range h.n {
+		dst[h.names[i]] = vals[i : i+1 : i+1]
+	}
+}
+
 // deferredResponse holds the status line and headers of a response until
 // its first body byte, so a read that fails before producing any byte can
 // still be answered with an error status instead of a truncated success.
 type deferredResponse struct {
 	w         http.ResponseWriter
 	status    int
-	header    http.Header
+	header    *heldHeader
 	committed bool
 	n         int64 // body bytes written
 }
 
 func (d *deferredResponse) commit() {
-	maps.Copy(d.w.Header(), d.header)
+	d.header.writeTo(d.w.Header())
 	d.w.WriteHeader(d.status)
 	d.committed = true
 }

@@ -76,32 +76,22 @@ func (b *requestBody) Read(p []byte) (int, error) {
 // and returns the request h must see. A request with a body gets a read
 // deadline now (so that even a body no handler reads, which the server
 // drains after the response, is bounded) and a requestBody; the response
-// gets a write deadline that rec re-arms on every write. finish must run
-// after h: it arms the write deadline once more for the server's final
-// flush of the response.
-func (s *server) guardConnection(rec *statusRecorder, r *http.Request) (req *http.Request, finish func()) {
-	rc := http.NewResponseController(rec)
-	if s.write > 0 {
-		rec.armWrite = func() { _ = rc.SetWriteDeadline(time.Now().Add(s.write)) }
-		rec.armWrite()
-	}
+// gets a write deadline that rec re-arms on every write. After h, rec's
+// armWrite must run once more, for the server's final flush of the
+// response.
+func (s *server) guardConnection(rec *statusRecorder, r *http.Request) *http.Request {
+	rec.rc = *http.NewResponseController(rec)
+	rec.writeTimeout = s.write
+	rec.armWrite()
 	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
-		body := &requestBody{ReadCloser: r.Body, rc: rc, timeout: s.bodyRead}
+		body := &requestBody{ReadCloser: r.Body, rc: &rec.rc, timeout: s.bodyRead}
 		if body.timeout > 0 {
-			_ = rc.SetReadDeadline(time.Now().Add(body.timeout))
+			_ = rec.rc.SetReadDeadline(time.Now().Add(body.timeout))
 		}
-		rec.bodyUnread = func() bool { return !body.eof }
-		// An expired read deadline makes the server's drain of the body
-		// (in finishing the response) fail at once; the response itself
-		// is written, then the connection closed.
-		rec.dropBody = func() { _ = rc.SetReadDeadline(time.Now()) }
+		rec.body = body
 		r2 := *r
 		r2.Body = body
 		r = &r2
 	}
-	return r, func() {
-		if rec.armWrite != nil {
-			rec.armWrite()
-		}
-	}
+	return r
 }

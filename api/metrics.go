@@ -117,9 +117,9 @@ func (s *server) instrument(route string, h http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		method := methodLabel(r.Method)
-		r, finish := s.guardConnection(rec, r)
+		r = s.guardConnection(rec, r)
 		defer func() {
-			finish()
+			rec.armWrite() // for the server's final flush of the response
 			p := recover()
 			code := strconv.Itoa(rec.statusCode())
 			if p != nil {
@@ -147,38 +147,47 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status  int
 	written int64
-	// armWrite, if set, pushes the connection's write deadline ahead; it
-	// runs before every write.
-	armWrite func()
-	// bodyUnread, if set, reports whether the request body has not been
-	// read to its end; dropBody then stops the server from reading it. The
-	// response to such a request closes the connection: the server would
+	// rc reaches the connection (see guardConnection). Fields, not
+	// closures: they are set on every request.
+	rc http.ResponseController
+	// writeTimeout, if not zero, is how far armWrite pushes the
+	// connection's write deadline ahead; it runs before every write.
+	writeTimeout time.Duration
+	// body, if not nil, is the request body: if it has not been read to
+	// its end when the response starts, the server is stopped from
+	// reading it and the response closes the connection: the server would
 	// otherwise read (drain) the rest of a body nobody wants, from a
 	// client that may never send it, before it could read the next
 	// request. No handler writes its header before it is done with the
 	// body.
-	bodyUnread func() bool
-	dropBody   func()
+	body *requestBody
+}
+
+func (rw *statusRecorder) armWrite() {
+	if rw.writeTimeout > 0 {
+		_ = rw.rc.SetWriteDeadline(time.Now().Add(rw.writeTimeout))
+	}
 }
 
 func (rw *statusRecorder) WriteHeader(status int) {
 	if rw.status == 0 && status >= 200 {
 		rw.status = status
-		if rw.bodyUnread != nil && rw.bodyUnread() {
+		if rw.body != nil && !rw.body.eof {
 			rw.Header().Set("Connection", "close")
-			rw.dropBody()
+			// An expired read deadline makes the server's drain of the
+			// body (in finishing the response) fail at once; the response
+			// itself is written, then the connection closed.
+			_ = rw.rc.SetReadDeadline(time.Now())
 		}
 	}
-	if rw.armWrite != nil {
-		rw.armWrite()
-	}
+	rw.armWrite()
 	rw.ResponseWriter.WriteHeader(status)
 }
 
 func (rw *statusRecorder) Write(p []byte) (int, error) {
 	if rw.status == 0 {
 		rw.WriteHeader(http.StatusOK)
-	} else if rw.armWrite != nil {
+	} else {
 		rw.armWrite()
 	}
 	n, err := rw.ResponseWriter.Write(p)
@@ -190,9 +199,7 @@ func (rw *statusRecorder) Unwrap() http.ResponseWriter { return rw.ResponseWrite
 
 // Flush passes through so streaming responses (promhttp) are not buffered.
 func (rw *statusRecorder) Flush() {
-	if rw.armWrite != nil {
-		rw.armWrite()
-	}
+	rw.armWrite()
 	if f, ok := rw.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -280,7 +280,7 @@ func evalReadConditions(h http.Header, current entityTag, modified time.Time) pr
 		if !headerMatches(strings.Join(v, ","), current, true) {
 			return preconditionFailed
 		}
-	} else if t, err := http.ParseTime(h.Get("If-Unmodified-Since")); err == nil && !modified.IsZero() {
+	} else if t, ok := headerTime(h, "If-Unmodified-Since"); ok && !modified.IsZero() {
 		if modified.After(t) {
 			return preconditionFailed
 		}
@@ -289,12 +289,24 @@ func evalReadConditions(h http.Header, current entityTag, modified time.Time) pr
 		if headerMatches(strings.Join(v, ","), current, false) {
 			return preconditionNotModified
 		}
-	} else if t, err := http.ParseTime(h.Get("If-Modified-Since")); err == nil && !modified.IsZero() {
+	} else if t, ok := headerTime(h, "If-Modified-Since"); ok && !modified.IsZero() {
 		if !modified.After(t) {
 			return preconditionNotModified
 		}
 	}
 	return preconditionPass
+}
+
+// headerTime parses the date in header name, if there is one. An absent
+// header is not parsed: http.ParseTime of "" tries three layouts and
+// allocates an error for each, on every GET without conditions.
+func headerTime(h http.Header, name string) (time.Time, bool) {
+	v := h.Get(name)
+	if v == "" {
+		return time.Time{}, false
+	}
+	t, err := http.ParseTime(v)
+	return t, err == nil
 }
 
 // ifRangeHolds reports whether a Range request may be served as a range
