@@ -113,6 +113,7 @@ func TestParseConfigLimits(t *testing.T) {
 		{"-idle-timeout", "-1s"},
 		{"-body-read-timeout", "-1s"},
 		{"-write-timeout", "soon"},
+		{"-raft-heartbeat-timeout", "1ms"},
 	} {
 		if _, err := parseConfig(bad, none); err == nil {
 			t.Errorf("parseConfig(%q) accepted", bad)

@@ -317,7 +317,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 		RequireState:      !st.pristine,
 		SnapshotThreshold: cfg.snapThreshold, SnapshotInterval: cfg.snapInterval, TrailingLogs: cfg.trailingLogs,
 		LogSegmentSize: int(cfg.segmentSize), CommitTimeout: cfg.commitTimeout,
-		PeerAuth: raftfsm.PeerAuth{TLS: sec.peerTLS, Secret: sec.clusterSecret},
+		HeartbeatTimeout: cfg.heartbeat,
+		PeerAuth:         raftfsm.PeerAuth{TLS: sec.peerTLS, Secret: sec.clusterSecret},
 	}, fsm)
 	if errors.Is(err, raftfsm.ErrNoRaftState) {
 		return fmt.Errorf("%w: the volume holds blobs but %w; refusing to start a new group over them "+
