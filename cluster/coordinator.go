@@ -52,7 +52,7 @@ type Coordinator struct {
 	addrMu sync.Mutex
 	apiOf  map[raft.ServerAddress]string // Raft address -> API address, from probes
 
-	reads readBatcher
+	reads raftfsm.ReadIndexBatcher
 	// frames holds the buffers upload streams copy chunks into (*frame).
 	frames sync.Pool
 	// Counters for metrics: linearizable reads served here as a follower,
@@ -90,7 +90,7 @@ func New(cfg Config) *Coordinator {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	c.reads.fetch = c.leaderReadIndex
+	c.reads.Fetch = c.leaderReadIndex
 	return c
 }
 
@@ -184,7 +184,7 @@ func (c *Coordinator) ReadBarrier(ctx context.Context) error {
 		return c.node.ReadBarrier(ctx)
 	}
 	c.followerReads.Add(1)
-	idx, err := c.reads.index(ctx)
+	idx, err := c.reads.Index(ctx)
 	if err != nil {
 		return err
 	}

@@ -82,6 +82,7 @@ type Node struct {
 	// readTerm is the term in which this node, as leader, has applied an
 	// entry of its own: only then is CommitIndex a valid read index.
 	readTerm atomic.Uint64
+	reads    ReadIndexBatcher // of readIndexOnce
 	trans    closingTransport
 	stream   *PeerStreamLayer // nil without TLS or a secret
 	log      *slog.Logger
@@ -237,6 +238,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 		return fail(fmt.Errorf("raftfsm: start raft: %w", err))
 	}
 	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: transport, stream: stream, log: cfg.Logger, stop: make(chan struct{})}
+	n.reads.Fetch = n.readIndexOnce
 	if n.soleVoter() {
 		n.campaignAlone(rc.LeaderLeaseTimeout)
 	}
@@ -493,13 +495,18 @@ func (n *Node) readBarrier(ctx context.Context) error {
 // ReadIndex returns an index such that a state machine that has applied
 // it reflects every write completed before the call: this node's commit
 // index, once it has confirmed it is still the leader (a quorum round
-// trip). A new leader's commit index is only known once it has committed
+// trip). Concurrent calls share confirmations: each waits for one that
+// began after it did (see ReadIndexBatcher). Only a leader answers;
+// others return ErrNotLeader.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) { return n.reads.Index(ctx) }
+
+// readIndexOnce is one confirmation for ReadIndex. A new leader's commit index is only known once it has committed
 // an entry of its own term, so the first call of a term first commits a
 // no-op. The term is checked again after the confirmation: a node that
 // lost leadership and won it back in between may have read its commit
 // index as a leader of the old term, which a newer leader could have
-// overtaken. Only a leader answers; others return ErrNotLeader.
-func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+// overtaken.
+func (n *Node) readIndexOnce(ctx context.Context) (uint64, error) {
 	term := n.currentTerm()
 	if n.readTerm.Load() != term {
 		if _, err := n.Propose(ctx, &Command{Kind: KindNoop}); err != nil {

@@ -83,8 +83,8 @@ mem_put=$put_rate mem_get=$get_rate
 restarts empty
 load "blobnode, empty" "$node_http" empty/
 empty_put=$put_rate empty_get=$get_rate
+anon_empty=$(anon_kib "$node_pid") heap_empty=$(metrics_at "$node_http" go_memstats_heap_inuse_bytes)
 restarts "empty, after the load"
-anon_empty=$(anon_kib "$node_pid")
 
 fill=$((total - 20000))
 log "filling to $total blobs"
@@ -95,8 +95,8 @@ echo
 restarts full
 load "blobnode, $total blobs" "$node_http" full/
 full_put=$put_rate full_get=$get_rate
+anon_full=$(anon_kib "$node_pid") heap_full=$(metrics_at "$node_http" go_memstats_heap_inuse_bytes)
 restarts "full, after the load"
-anon_full=$(anon_kib "$node_pid")
 
 kill -KILL "$node_pid"
 wait "$node_pid" 2>/dev/null || true
@@ -119,6 +119,7 @@ for k in "empty" "empty, after the load" "full" "full, after the load"; do
 	echo "start to ready after a clean stop, $k: ${restart_times[$k]} s"
 done
 echo "start to ready after kill -9, full: $killed s"
-awk -v e="$anon_empty" -v f="$anon_full" -v n="$total" 'BEGIN {
-	printf "anonymous memory: empty %.1f MiB, full %.1f MiB: %.1f MiB per million blobs\n", e / 1024, f / 1024, (f - e) / 1024 / (n / 1e6) }'
+awk -v e="$anon_empty" -v f="$anon_full" -v he="$heap_empty" -v hf="$heap_full" -v n="$total" 'BEGIN {
+	printf "anonymous memory after the load phase: empty %.1f MiB, full %.1f MiB: %.1f MiB per million blobs (Go heap in use %.1f and %.1f MiB)\n",
+		e / 1024, f / 1024, (f - e) / 1024 / (n / 1e6), he / 1048576, hf / 1048576 }'
 exit $status

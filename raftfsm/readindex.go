@@ -1,4 +1,4 @@
-package cluster
+package raftfsm
 
 import (
 	"context"
@@ -6,14 +6,15 @@ import (
 	"time"
 )
 
-// readBatcher shares read-index round trips to the leader among
-// concurrent readers. A reader needs an index fetched by a request that
+// ReadIndexBatcher shares read-index fetches (a leadership confirmation on
+// the leader, a round trip to it elsewhere) among concurrent readers. A reader needs an index fetched by a request that
 // started after the reader arrived (an older one may predate a write that
 // completed before the read began), so it joins the next fetch, never one
 // in flight. Fetches are numbered from 1; whoever finds none running
 // starts the next itself, so there is no goroutine to own.
-type readBatcher struct {
-	fetch func(context.Context) (uint64, error)
+type ReadIndexBatcher struct {
+	// Fetch obtains one read index; set it before the first Index.
+	Fetch func(context.Context) (uint64, error)
 
 	mu        sync.Mutex
 	started   uint64 // number of the last fetch begun
@@ -25,8 +26,8 @@ type readBatcher struct {
 	waiting   int           // callers blocked on wake, for tests
 }
 
-// index returns a read index fetched after the call began.
-func (b *readBatcher) index(ctx context.Context) (uint64, error) {
+// Index returns a read index fetched after the call began.
+func (b *ReadIndexBatcher) Index(ctx context.Context) (uint64, error) {
 	b.mu.Lock()
 	if b.wake == nil {
 		b.wake = make(chan struct{})
@@ -41,7 +42,7 @@ func (b *readBatcher) index(ctx context.Context) (uint64, error) {
 			// The leader's answer is shared: it must not end with this
 			// caller's context alone.
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
-			idx, err := b.fetch(fctx)
+			idx, err := b.Fetch(fctx)
 			cancel()
 			b.mu.Lock()
 			b.running = false
@@ -69,5 +70,5 @@ func (b *readBatcher) index(ctx context.Context) (uint64, error) {
 	return idx, err
 }
 
-// fetchTimeout bounds one shared read-index round trip.
+// fetchTimeout bounds one shared read-index fetch.
 const fetchTimeout = 10 * time.Second

@@ -1,4 +1,4 @@
-package cluster
+package raftfsm
 
 import (
 	"context"
@@ -7,15 +7,15 @@ import (
 	"time"
 )
 
-// TestReadBatcherShares: readers arriving while a fetch is in flight all
+// TestReadIndexBatcherShares: readers arriving while a fetch is in flight all
 // wait for the next one, which serves them together; none is served by
 // the fetch that began before it arrived.
-func TestReadBatcherShares(t *testing.T) {
+func TestReadIndexBatcherShares(t *testing.T) {
 	started := make(chan uint64, 10)
 	release := make(chan struct{})
 	var mu sync.Mutex
 	n := uint64(0)
-	b := readBatcher{fetch: func(context.Context) (uint64, error) {
+	b := ReadIndexBatcher{Fetch: func(context.Context) (uint64, error) {
 		mu.Lock()
 		n++
 		k := n
@@ -25,16 +25,16 @@ func TestReadBatcherShares(t *testing.T) {
 		return 100 * k, nil
 	}}
 	first := make(chan uint64, 1)
-	go func() { i, _ := b.index(context.Background()); first <- i }()
+	go func() { i, _ := b.Index(context.Background()); first <- i }()
 	if k := <-started; k != 1 {
 		t.Fatalf("fetch %d", k)
 	}
 	const readers = 8
 	got := make(chan uint64, readers)
 	for range readers {
-		go func() { i, _ := b.index(context.Background()); got <- i }()
+		go func() { i, _ := b.Index(context.Background()); got <- i }()
 	}
-	waitUntil(t, func() bool { // all have arrived, blocked behind fetch 1
+	waitFor(t, "every reader blocked behind fetch 1", 10*time.Second, func() bool { // all have arrived, blocked behind fetch 1
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.waiting == readers
@@ -56,16 +56,5 @@ func TestReadBatcherShares(t *testing.T) {
 	defer mu.Unlock()
 	if n != 2 {
 		t.Fatalf("%d fetches for %d readers; want 2 (the readers share one)", n, readers+1)
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
