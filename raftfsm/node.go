@@ -47,8 +47,8 @@ type NodeConfig struct {
 	CommitTimeout time.Duration
 	TrailingLogs  uint64 // default 10240
 	// HeartbeatTimeout is how long a follower hears nothing from a leader
-	// before it campaigns (0: hashicorp/raft's 1 s; the leader lease is
-	// at most this). A node that is its group's only voter campaigns at
+	// before it campaigns, and the election timeout (0: hashicorp/raft's
+	// 1 s; the leader lease is then at most half of it). A node that is its group's only voter campaigns at
 	// start without waiting for it (see campaignAlone).
 	HeartbeatTimeout time.Duration
 	// LogSegmentSize is the size of the Raft log's segment files (0:
@@ -129,7 +129,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if cfg.HeartbeatTimeout > 0 {
 		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 		rc.ElectionTimeout = cfg.HeartbeatTimeout
-		rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, cfg.HeartbeatTimeout)
+		// Below the timeout, so that campaignAlone can shorten it.
+		rc.LeaderLeaseTimeout = min(rc.LeaderLeaseTimeout, cfg.HeartbeatTimeout/2)
 	}
 	rc.SnapshotThreshold = orDefault(cfg.SnapshotThreshold, 8192)
 	rc.TrailingLogs = orDefault(cfg.TrailingLogs, 10240)
@@ -286,7 +287,9 @@ func (n *Node) handOffWhileReadOnly() {
 func (n *Node) campaignAlone(lease time.Duration) {
 	normal := n.raft.ReloadableConfig()
 	if normal.HeartbeatTimeout <= lease {
-		return // no shorter timeout to reload; the wait is short anyway
+		n.log.Warn("cannot campaign at once (the heartbeat timeout is the leader lease); waiting for it",
+			"timeout", normal.HeartbeatTimeout)
+		return
 	}
 	short := normal
 	short.HeartbeatTimeout = lease
@@ -294,6 +297,7 @@ func (n *Node) campaignAlone(lease time.Duration) {
 		n.log.Warn("cannot campaign at once; waiting for the heartbeat timeout", "err", err)
 		return
 	}
+	n.log.Info("campaigning at once: this node is its group's only voter")
 	if err := n.raft.ReloadConfig(normal); err != nil {
 		n.log.Warn("cannot restore the heartbeat timeout", "err", err, "timeout", short.HeartbeatTimeout)
 	}

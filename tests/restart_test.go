@@ -250,7 +250,8 @@ func TestPristineVolumeBootstraps(t *testing.T) {
 
 // TestCleanStopLeavesNothingToReplay: a clean stop snapshots at the applied
 // index, so the next start has no log tail to read for configuration
-// changes and to apply again. The snapshot threshold is far above the
+// changes and to apply again; and neither start waits for an election
+// timeout. The snapshot threshold is far above the
 // entries written, so without the snapshot at stop there would be none.
 func TestCleanStopLeavesNothingToReplay(t *testing.T) {
 	n := newNode(t)
@@ -266,6 +267,10 @@ func TestCleanStopLeavesNothingToReplay(t *testing.T) {
 	}
 	n.stop()
 	n.start()
+	// With the daemon's own Raft timeouts, a sole voter does not wait one out.
+	if log, _ := os.ReadFile(n.logPath); bytes.Count(log, []byte("campaigning at once")) != 2 {
+		t.Errorf("the log does not say, at each of the two starts, that the node campaigned at once:\n%s", tailFile(n.logPath, 20))
+	}
 	if after := n.raftState(t); after.Snapshot < before.Applied {
 		t.Fatalf("after a clean stop at applied index %d the newest snapshot is at %d: the restart replayed %d entries",
 			before.Applied, after.Snapshot, before.Applied-after.Snapshot)
