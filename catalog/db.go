@@ -482,30 +482,42 @@ func OpenLocalMarks(path string) (*LocalMarks, error) {
 
 // Version returns the version key was marked at (ok false: not marked, or
 // the file cannot be read).
+//
+// The file was set aside after a crash and, written without fsync, may be
+// torn: a page bbolt cannot parse makes the key unmarked (its blob is then
+// verified again), never a panic.
 func (m *LocalMarks) Version(key string) (version uint64, ok bool) {
-	_ = m.bdb.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket([]byte(bucketLocal))
-		if b == nil {
+	err := readingCorrupt(func() error {
+		return m.bdb.View(func(tx *bbolt.Tx) error {
+			b := tx.Bucket([]byte(bucketLocal))
+			if b == nil {
+				return nil
+			}
+			if v := b.Get([]byte(key)); len(v) == 8 {
+				version, ok = binary.BigEndian.Uint64(v), true
+			}
 			return nil
-		}
-		if v := b.Get([]byte(key)); len(v) == 8 {
-			version, ok = binary.BigEndian.Uint64(v), true
-		}
-		return nil
+		})
 	})
+	if err != nil {
+		return 0, false
+	}
 	return version, ok
 }
 
-// Len returns the number of marks.
-func (m *LocalMarks) Len() int {
+// Len returns the number of marks, or an error wrapping ErrCorrupt if the
+// file holds a page bbolt cannot parse (see Version).
+func (m *LocalMarks) Len() (int, error) {
 	n := 0
-	_ = m.bdb.View(func(tx *bbolt.Tx) error {
-		if b := tx.Bucket([]byte(bucketLocal)); b != nil {
-			n = b.Stats().KeyN
-		}
-		return nil
+	err := readingCorrupt(func() error {
+		return m.bdb.View(func(tx *bbolt.Tx) error {
+			if b := tx.Bucket([]byte(bucketLocal)); b != nil {
+				n = b.Stats().KeyN
+			}
+			return nil
+		})
 	})
-	return n
+	return n, err
 }
 
 // Close closes the file.

@@ -344,3 +344,52 @@ func TestOldLocalMarks(t *testing.T) {
 		t.Fatal("marks of a missing file")
 	}
 }
+
+// TestOldLocalMarksTorn: the catalog set aside after a crash was written
+// without fsync and may hold pages bbolt cannot parse. Reading its marks
+// then says so (Len) or finds nothing marked (Version); it never panics,
+// which would stop every start of the node.
+func TestOldLocalMarksTorn(t *testing.T) {
+	old := filepath.Join(t.TempDir(), "old.db")
+	db, err := Open(old, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blobs []Blob
+	for i := range 300 {
+		blobs = append(blobs, testBlob(fmt.Sprintf("key/%04d", i), uint64(i+1), 1))
+	}
+	putBlobs(t, db, blobs...)
+	mustUpdate(t, db, func(tx *Tx) error {
+		for _, b := range blobs {
+			if err := tx.MarkLocal(b.Key, b.Version); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	img, err := os.ReadFile(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoilLeafPages(t, img)
+	if err := os.WriteFile(old, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := OpenLocalMarks(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if n, err := m.Len(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Len of a torn file: %d, %v; want ErrCorrupt", n, err)
+	}
+	for _, b := range blobs {
+		if v, ok := m.Version(b.Key); ok && v != b.Version {
+			t.Fatalf("%s: marked %d in a torn file; it was %d", b.Key, v, b.Version)
+		}
+	}
+}

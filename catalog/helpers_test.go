@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -97,4 +98,24 @@ func blobKeys(blobs []Blob) []string {
 		keys[i] = b.Key
 	}
 	return keys
+}
+
+// spoilLeafPages gives every well-filled leaf page of the bbolt image img
+// (4 KiB pages; the meta pages and the freelist are left alone) a page type
+// bbolt does not know, so that reading it panics, and fails the test if
+// there was none.
+func spoilLeafPages(tb testing.TB, img []byte) {
+	tb.Helper()
+	const pageSize = 4096
+	spoilt := 0
+	for off := 4 * pageSize; off+16 <= len(img); off += pageSize {
+		flags, count := binary.LittleEndian.Uint16(img[off+8:]), binary.LittleEndian.Uint16(img[off+10:])
+		if flags == 0x02 && count >= 20 {
+			binary.LittleEndian.PutUint16(img[off+8:], 0x55)
+			spoilt++
+		}
+	}
+	if spoilt == 0 {
+		tb.Fatal("no leaf page to spoil")
+	}
 }

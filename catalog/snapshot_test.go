@@ -295,18 +295,7 @@ func TestRestoreRejectsBadStreams(t *testing.T) {
 		putBlobs(t, many, blobs...)
 		img := bytes.Clone(snapshotBytes(t, many)[snapshotHeaderLen:])
 		img = img[:len(img)-snapshotTrailerLen]
-		const pageSize = 4096
-		spoilt := 0
-		for off := 4 * pageSize; off+16 <= len(img); off += pageSize {
-			flags, count := binary.LittleEndian.Uint16(img[off+8:]), binary.LittleEndian.Uint16(img[off+10:])
-			if flags == 0x02 && count >= 20 { // a leaf of the blobs bucket
-				binary.LittleEndian.PutUint16(img[off+8:], 0x55)
-				spoilt++
-			}
-		}
-		if spoilt == 0 {
-			t.Fatal("no leaf page to spoil")
-		}
+		spoilLeafPages(t, img)
 		return frame(img)
 	}()
 

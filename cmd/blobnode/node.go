@@ -382,10 +382,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (runErr error) {
 	if grouped && st.unclean {
 		if m, err := catalog.OpenLocalMarks(filepath.Join(cfg.dataDir, catalogFile+".unclean")); err != nil {
 			log.Warn("unclean start: the verified marks of the old catalog cannot be read; every blob will be verified again", "err", err)
+		} else if n, err := m.Len(); err != nil {
+			m.Close()
+			log.Warn("unclean start: the old catalog is torn; every blob will be verified again", "err", err)
 		} else {
 			defer m.Close()
 			oldMarks = m.Version
-			log.Info("unclean start: the old catalog's verified marks stand for blobs still current", "marks", m.Len())
+			log.Info("unclean start: the old catalog's verified marks stand for blobs still current", "marks", n)
 		}
 	}
 	var proposer store.Proposer = node
