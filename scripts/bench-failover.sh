@@ -40,20 +40,6 @@ launch() {
 	pid_of[$1]=$last_pid
 }
 
-# leader_now: the id of the leader, as every running node sees it ("" if
-# they differ or one does not know).
-leader_now() {
-	local n id seen=""
-	for n in "${names[@]}"; do
-		id=$(curl -s --max-time 2 "http://${http_of[$n]}/cluster" | jq -r '.leader.id // ""')
-		if [[ -z $id || (-n $seen && $id != "$seen") ]]; then
-			echo ""
-			return
-		fi
-		seen=$id
-	done
-	echo "$seen"
-}
 
 # settle: every node ready and all agree on a leader, within 60 s.
 settle() {

@@ -220,19 +220,6 @@ for n in "${names[@]}"; do
 	fi
 done
 
-# leader_now: the id of the leader, as every node sees it ("" if they differ).
-leader_now() {
-	local n id seen=""
-	for n in "${names[@]}"; do
-		id=$(curl -s --max-time 5 "http://${http_of[$n]}/cluster" | jq -r '.leader.id // ""')
-		if [[ -z $id || (-n $seen && $id != "$seen") ]]; then
-			echo ""
-			return
-		fi
-		seen=$id
-	done
-	echo "$seen"
-}
 leader=$(leader_now)
 if [[ -z $leader ]]; then
 	log "the nodes do not agree on a leader"

@@ -20,12 +20,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
 
 total=${1:-1000000}
 root=$bench_root
-baseline_src=${BASELINE_DIR:-$root/../shared/baseline}
 bench_init bench-million
 
 log "building blobnode, blobbench and the baseline in $work"
 build_tools
-(cd "$baseline_src" && go build -o "$work/baseline" .)
+build_baseline
 
 node_http=127.0.0.1:$(free_port)
 node_raft=127.0.0.1:$(free_port)

@@ -19,7 +19,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
 
 root=$bench_root
-baseline_src=${BASELINE_DIR:-$root/../shared/baseline}
 bench_init bench-single
 
 # metric NAME: the value of an unlabelled blobnode metric.
@@ -27,7 +26,7 @@ metric() { metrics_at "$node_http" "$1"; }
 
 log "building blobnode, blobbench and the baseline in $work"
 build_tools
-(cd "$baseline_src" && go build -o "$work/baseline" .)
+build_baseline
 
 node_http=127.0.0.1:$(free_port)
 node_raft=127.0.0.1:$(free_port)

@@ -5,6 +5,10 @@
 #                        (processes stopped on exit) and the traps that stop
 #                        them and remove $work on exit or INT/TERM
 #   build_tools          blobnode and blobbench built from this checkout into $work
+#   build_baseline       the reference servers of ../shared/baseline (BASELINE_DIR
+#                        overrides) built into $work/baseline
+#   leader_now           the leader's id as every node in names (API at http_of[node])
+#                        sees it, "" if they differ or one does not know
 #   start LOG CMD...     CMD in the background, stderr to LOG, its pid in pids and $last_pid
 #   run_tool OUT CMD...  CMD with stdout to OUT, waited for so that INT or TERM to this
 #                        shell stop it at once (the traps stop everything in pids)
@@ -45,6 +49,24 @@ log() { printf '%s\n' "$*" >&2; }
 
 build_tools() {
 	(cd "$bench_root" && go build -o "$work/blobnode" ./cmd/blobnode && go build -o "$work/blobbench" ./cmd/blobbench)
+}
+
+build_baseline() {
+	(cd "${BASELINE_DIR:-$bench_root/../shared/baseline}" && go build -o "$work/baseline" .)
+}
+
+# shellcheck disable=SC2154 # names and http_of are the calling script's
+leader_now() {
+	local n id seen=""
+	for n in "${names[@]}"; do
+		id=$(curl -s --max-time 5 "http://${http_of[$n]}/cluster" | jq -r '.leader.id // ""')
+		if [[ -z $id || (-n $seen && $id != "$seen") ]]; then
+			echo ""
+			return
+		fi
+		seen=$id
+	done
+	echo "$seen"
 }
 
 start() {
