@@ -737,11 +737,13 @@ func (n *node) status(t testing.TB, v any) {
 	}
 }
 
-// raftState is what GET /cluster says of the log.
+// raftState is what GET /cluster says of Raft and its log.
 type raftState struct {
-	Applied  uint64 `json:"applied_index"`
-	Last     uint64 `json:"last_index"`
-	Snapshot uint64 `json:"last_snapshot_index"`
+	State    string  `json:"state"`
+	Term     *uint64 `json:"term"` // nil if absent
+	Applied  uint64  `json:"applied_index"`
+	Last     uint64  `json:"last_index"`
+	Snapshot uint64  `json:"last_snapshot_index"`
 }
 
 func (n *node) raftState(t testing.TB) raftState {
