@@ -87,3 +87,67 @@ func BenchmarkListBlobs(b *testing.B) {
 	}
 	b.ReportMetric(float64(listed)/b.Elapsed().Seconds(), "blobs/s")
 }
+
+// BenchmarkRequestTable measures the state machine's request bookkeeping
+// in its steady state: a table of requestWindow records, then one Update
+// per op holding a batch of entries, each pruning the record that fell out
+// of the window, looking its own id up and recording it (the shape of
+// FSM.applyEntry). Ids either random (every record on a random page) or
+// ascending (one proposer's counter). pages/op is bbolt's count of pages
+// the transaction wrote.
+func BenchmarkRequestTable(b *testing.B) {
+	const requestWindow, batch = 1 << 16, 8
+	for _, bc := range []struct {
+		name string
+		id   func(rng *rand.Rand, i uint64) uint64
+	}{
+		{"random", func(rng *rand.Rand, i uint64) uint64 { return rng.Uint64() | 1 }},
+		{"ascending", func(rng *rand.Rand, i uint64) uint64 { return 1<<40 + i }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			db := openTest(b, Options{NoSync: true, InitialMmapSize: 1 << 30})
+			rng := rand.New(rand.NewPCG(1, 2))
+			index := uint64(0)
+			apply := func(tx *Tx) error {
+				index++
+				if index > requestWindow {
+					if _, err := tx.PruneRequests(index - requestWindow); err != nil {
+						return err
+					}
+				}
+				id := bc.id(rng, index)
+				if _, ok, err := tx.GetRequest(id); err != nil || ok {
+					return fmt.Errorf("request %d: found %v, %v", id, ok, err)
+				}
+				return tx.PutRequest(Request{ID: id, Index: index, Version: index})
+			}
+			for index < requestWindow {
+				mustUpdate(b, db, func(tx *Tx) error {
+					for range 1000 {
+						if err := apply(tx); err != nil {
+							return err
+						}
+					}
+					return tx.SetAppliedIndex(index)
+				})
+			}
+			bolt := db.cur.bdb
+			before := bolt.Stats().TxStats
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				mustUpdate(b, db, func(tx *Tx) error {
+					for range batch {
+						if err := apply(tx); err != nil {
+							return err
+						}
+					}
+					return tx.SetAppliedIndex(index)
+				})
+			}
+			b.StopTimer()
+			after := bolt.Stats().TxStats
+			b.ReportMetric(float64(after.GetWrite()-before.GetWrite())/float64(b.N), "pages/op")
+		})
+	}
+}

@@ -53,6 +53,7 @@ type Coordinator struct {
 	apiOf  map[raft.ServerAddress]string // Raft address -> API address, from probes
 
 	reads raftfsm.ReadIndexBatcher
+	ids   requestIDs
 	// frames holds the buffers upload streams copy chunks into (*frame).
 	frames sync.Pool
 	// Counters for metrics: linearizable reads served here as a follower,
@@ -91,6 +92,7 @@ func New(cfg Config) *Coordinator {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.reads.Fetch = c.leaderReadIndex
+	c.ids.start()
 	return c
 }
 
@@ -113,7 +115,7 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if cmd.RequestID == 0 {
-		cmd.RequestID = newRequestID()
+		cmd.RequestID = c.ids.next()
 	}
 	wait := 5 * time.Millisecond
 	for {
@@ -127,11 +129,39 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 	}
 }
 
-func newRequestID() uint64 {
+// requestIDs hands out the request ids of one Coordinator: a random
+// prefix of requestIDPrefixBits chosen at start, then a counter that
+// starts at a random value. Ids of different proposers differ in their
+// prefix (two of the few proposers live within DedupWindow entries share
+// one with odds of about 1 in 16 million, and then their counters must
+// also overlap), and one proposer's ids never repeat within 2^40 of them.
+//
+// Why not 64 random bits: the state machine keys its request records by
+// id. Random ids put every record on a random page of that B-tree, so each
+// batch of entries dirtied (and the catalog rewrote) about two leaf pages
+// per entry, one for the insert and one for the record pruned out of the
+// window; one proposer's ids, ascending, insert at one edge of the tree
+// and are pruned from the other.
+type requestIDs struct {
+	prefix  uint64
+	counter atomic.Uint64
+}
+
+const requestIDPrefixBits = 24
+
+// start draws the prefix and the counter's first value.
+func (g *requestIDs) start() {
 	var b [8]byte
+	rand.Read(b[:])
+	r := binary.LittleEndian.Uint64(b[:])
+	g.prefix = r &^ (1<<(64-requestIDPrefixBits) - 1)
+	g.counter.Store(r & (1<<(64-requestIDPrefixBits) - 1))
+}
+
+// next returns a new request id, never 0.
+func (g *requestIDs) next() uint64 {
 	for {
-		rand.Read(b[:])
-		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+		if id := g.prefix | g.counter.Add(1)&(1<<(64-requestIDPrefixBits)-1); id != 0 {
 			return id
 		}
 	}
