@@ -368,7 +368,10 @@ func (db *DB) Update(fn func(*Tx) error) error {
 	return g.bdb.Update(func(btx *bbolt.Tx) error {
 		tx := &Tx{tx: btx}
 		defer tx.end()
-		return fn(tx)
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return tx.flush()
 	})
 }
 

@@ -185,7 +185,7 @@ func (r *modelRun) step(tx *Tx, m *model) error {
 		return r.registryStep(tx, m)
 	}
 	switch op := r.rng.IntN(100); {
-	case op < 30:
+	case op < 22:
 		b := r.blob(r.key())
 		if err := tx.PutBlob(b); err != nil {
 			return err
@@ -194,6 +194,13 @@ func (r *modelRun) step(tx *Tx, m *model) error {
 			delete(m.local, b.Key)
 		}
 		m.blobs[b.Key] = b
+	case op < 30:
+		b := r.blob(r.key())
+		if err := tx.PutBlobMarked(b); err != nil {
+			return err
+		}
+		m.blobs[b.Key] = b
+		m.local[b.Key] = b.Version
 	case op < 40:
 		k := r.key()
 		if err := tx.DeleteBlob(k); err != nil {

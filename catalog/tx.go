@@ -19,8 +19,13 @@ import (
 // bytes for the same applied index. The node-local methods (MarkLocal,
 // ClearLocal) may be called from any Update.
 type Tx struct {
-	tx      *bbolt.Tx
-	buckets [9]struct { // one per bucket of allBuckets
+	tx *bbolt.Tx
+	// blobDelta is the change to the blob counter not yet written: PutBlob
+	// and DeleteBlob add to it, and Update writes it once, before the
+	// commit (a counter read and rewritten per blob was two B-tree
+	// searches of every inline Commit).
+	blobDelta int64
+	buckets   [9]struct { // one per bucket of allBuckets
 		name string
 		b    *bbolt.Bucket
 	}
@@ -122,7 +127,14 @@ func (t *Tx) GetBlob(key string) (b Blob, ok bool, err error) {
 // version also clears this node's local mark for the key (the data it
 // vouched for belongs to the old version). The caller frees the extents of
 // the replaced version; the catalog does not.
-func (t *Tx) PutBlob(b Blob) error {
+func (t *Tx) PutBlob(b Blob) error { return t.putBlob(b, false) }
+
+// PutBlobMarked is PutBlob followed by MarkLocal(b.Key, b.Version): it
+// stores b and records that this node holds its bytes verified, without
+// looking the record it just wrote up again.
+func (t *Tx) PutBlobMarked(b Blob) error { return t.putBlob(b, true) }
+
+func (t *Tx) putBlob(b Blob, marked bool) error {
 	if err := validateKey(b.Key); err != nil {
 		return err
 	}
@@ -136,10 +148,8 @@ func (t *Tx) PutBlob(b Blob) error {
 	}
 	key := []byte(b.Key)
 	if old := blobs.Get(key); old == nil {
-		if err := t.addBlobCount(1); err != nil {
-			return err
-		}
-	} else {
+		t.addBlobCount(1)
+	} else if !marked {
 		oldVersion, err := blobRecordVersion(old)
 		if err != nil {
 			return fmt.Errorf("put blob %q: replaced record: %w", b.Key, err)
@@ -152,6 +162,9 @@ func (t *Tx) PutBlob(b Blob) error {
 	}
 	if err := blobs.Put(key, enc); err != nil {
 		return fmt.Errorf("put blob %q: %w", b.Key, err)
+	}
+	if marked {
+		return t.putLocal(key, b.Version)
 	}
 	return nil
 }
@@ -173,35 +186,53 @@ func (t *Tx) DeleteBlob(key string) error {
 	if err := blobs.Delete(k); err != nil {
 		return fmt.Errorf("delete blob %q: %w", key, err)
 	}
-	if err := t.addBlobCount(-1); err != nil {
-		return err
-	}
+	t.addBlobCount(-1)
 	return t.clearLocal(k)
 }
 
-func (t *Tx) addBlobCount(delta int64) error {
-	meta, err := t.bucket(bucketMeta)
-	if err != nil {
-		return err
-	}
-	n, err := uint64Value(meta.Get([]byte(metaBlobCount)), "blob count")
-	if err != nil {
-		return err
-	}
-	if delta < 0 && n < uint64(-delta) {
-		return fmt.Errorf("%w: blob count %d would go negative", ErrCorrupt, n)
-	}
-	return putUint64(meta, metaBlobCount, n+uint64(delta))
-}
+func (t *Tx) addBlobCount(delta int64) { t.blobDelta += delta }
 
-// CountBlobs returns the number of blobs, from a counter kept by PutBlob and
-// DeleteBlob (O(1)).
-func (t *Tx) CountBlobs() (int, error) {
+// blobCount returns the blob counter as this transaction has changed it.
+func (t *Tx) blobCount() (uint64, error) {
 	meta, err := t.bucket(bucketMeta)
 	if err != nil {
 		return 0, err
 	}
 	n, err := uint64Value(meta.Get([]byte(metaBlobCount)), "blob count")
+	if err != nil {
+		return 0, err
+	}
+	if t.blobDelta < 0 && n < uint64(-t.blobDelta) {
+		return 0, fmt.Errorf("%w: blob count %d would go negative (%d)", ErrCorrupt, n, t.blobDelta)
+	}
+	return n + uint64(t.blobDelta), nil
+}
+
+// flush writes what the transaction deferred (the blob counter). Update
+// calls it after its function returns, before the commit.
+func (t *Tx) flush() error {
+	if t.blobDelta == 0 {
+		return nil
+	}
+	n, err := t.blobCount()
+	if err != nil {
+		return err
+	}
+	meta, err := t.bucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if err := putUint64(meta, metaBlobCount, n); err != nil {
+		return err
+	}
+	t.blobDelta = 0
+	return nil
+}
+
+// CountBlobs returns the number of blobs, from a counter kept by PutBlob and
+// DeleteBlob (O(1)).
+func (t *Tx) CountBlobs() (int, error) {
+	n, err := t.blobCount()
 	return int(n), err
 }
 
@@ -554,11 +585,17 @@ func (t *Tx) MarkLocal(key string, version uint64) error {
 	if cur != version {
 		return fmt.Errorf("mark local %q v%d: current version is %d: %w", key, version, cur, ErrNotFound)
 	}
+	return t.putLocal(k, version)
+}
+
+// putLocal writes the local mark of key (a mark it replaces is for an
+// older version of the same key, or the same one).
+func (t *Tx) putLocal(key []byte, version uint64) error {
 	local, err := t.bucket(bucketLocal)
 	if err != nil {
 		return err
 	}
-	if err := local.Put(k, binary.BigEndian.AppendUint64(nil, version)); err != nil {
+	if err := local.Put(key, binary.BigEndian.AppendUint64(make([]byte, 0, 8), version)); err != nil {
 		return fmt.Errorf("mark local %q: %w", key, err)
 	}
 	return nil
@@ -647,7 +684,7 @@ func (t *Tx) check(withLocal bool) []error {
 	if err != nil {
 		report(err)
 	}
-	counter, err := uint64Value(meta.Get([]byte(metaBlobCount)), "blob count")
+	counter, err := t.blobCount()
 	if err != nil {
 		report(err)
 	}

@@ -750,7 +750,8 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 	if len(rs) == 0 {
 		chunkSize = 0
 	}
-	res, err := f.mapKey(tx, index, c, exts, chunkSize, cur, exists)
+	marked := f.takeHeld(c.ReservationIDs)
+	res, err := f.mapKey(tx, index, c, exts, chunkSize, cur, exists, marked)
 	if err != nil {
 		return Result{}, err
 	}
@@ -759,10 +760,9 @@ func (f *FSM) applyCommit(tx *catalog.Tx, index uint64, c *Command) (Result, err
 			return Result{}, err
 		}
 	}
-	if f.takeHeld(c.ReservationIDs) {
-		return res, tx.MarkLocal(c.Key, index)
+	if !marked {
+		f.unmarked.Add(1)
 	}
-	f.unmarked.Add(1)
 	return res, nil
 }
 
@@ -789,14 +789,10 @@ func (f *FSM) applyCommitInline(tx *catalog.Tx, index uint64, c *Command) (Resul
 		}
 		f.pending = append(f.pending, inlineWrite{index: index, exts: exts, data: c.Data})
 	}
-	res, err = f.mapKey(tx, index, c, exts, c.ChunkSize, cur, exists)
-	if err != nil {
-		return Result{}, err
-	}
 	// This node writes the bytes itself (or, at or below openMark, has
 	// them durably already), and a power cut before they are durable is
 	// undone by replay from the log: it holds them verified.
-	return res, tx.MarkLocal(c.Key, index)
+	return f.mapKey(tx, index, c, exts, c.ChunkSize, cur, exists, true)
 }
 
 func preconditionFails(c *Command, cur catalog.Blob, exists bool) bool {
@@ -804,8 +800,9 @@ func preconditionFails(c *Command, cur catalog.Blob, exists bool) bool {
 }
 
 // mapKey points c.Key at exts as version index, freeing the extents of
-// the version it replaces (cur, if exists).
-func (f *FSM) mapKey(tx *catalog.Tx, index uint64, c *Command, exts []catalog.Extent, chunkSize int64, cur catalog.Blob, exists bool) (Result, error) {
+// the version it replaces (cur, if exists); marked says whether this node
+// holds the new version's bytes verified (catalog.Tx.MarkLocal).
+func (f *FSM) mapKey(tx *catalog.Tx, index uint64, c *Command, exts []catalog.Extent, chunkSize int64, cur catalog.Blob, exists, marked bool) (Result, error) {
 	res := Result{Version: index}
 	if exists {
 		if err := f.free(cur.Extents); err != nil {
@@ -817,6 +814,9 @@ func (f *FSM) mapKey(tx *catalog.Tx, index uint64, c *Command, exts []catalog.Ex
 		Key: c.Key, Version: index, Size: c.Size, Extents: exts,
 		ChunkSize: chunkSize, Checksums: c.Checksums, ContentType: c.ContentType,
 		Created: c.Created, ReservationID: c.Identity, Replicas: c.Replicas,
+	}
+	if marked {
+		return res, tx.PutBlobMarked(b)
 	}
 	return res, tx.PutBlob(b)
 }
