@@ -30,7 +30,7 @@ func TestLogStoreCachesDurableEntries(t *testing.T) {
 	s := newStack(t, fileDev, 1)
 	failing := &failingLogStore{LogStore: raft.NewInmemStore()}
 	inner := &countingLogStore{LogStore: failing}
-	ls := newLogStore(inner, s.fsm)
+	ls := newLogStore(inner, s.fsm, newProposer())
 	entry := func(i uint64) *raft.Log {
 		return &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i), byte(i >> 8)}}
 	}
@@ -99,7 +99,7 @@ func TestLogStoreCachesDurableEntries(t *testing.T) {
 // it; emptied, raft-wal accepts the entries after the snapshot.
 func TestLogStoreSaysMonotonic(t *testing.T) {
 	s := newStack(t, fileDev, 1)
-	if m, ok := newLogStore(raft.NewInmemStore(), s.fsm).(raft.MonotonicLogStore); ok && m.IsMonotonic() {
+	if m, ok := newLogStore(raft.NewInmemStore(), s.fsm, newProposer()).(raft.MonotonicLogStore); ok && m.IsMonotonic() {
 		t.Fatal("an in-memory store is reported monotonic")
 	}
 	w, err := wal.Open(t.TempDir())
@@ -107,7 +107,7 @@ func TestLogStoreSaysMonotonic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	ls := newLogStore(w, s.fsm)
+	ls := newLogStore(w, s.fsm, newProposer())
 	m, ok := ls.(raft.MonotonicLogStore)
 	if !ok || !m.IsMonotonic() {
 		t.Fatal("raft-wal behind the cache is not reported monotonic: raft would compact a follower's log after a snapshot install, and raft-wal would refuse the next append")

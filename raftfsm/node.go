@@ -89,7 +89,10 @@ type Node struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
-	once sync.Once
+
+	proposals    *proposer
+	proposerDone chan struct{} // closed when proposals.run returns
+	once         sync.Once
 }
 
 // ErrNotLeader is returned by Propose on a follower, and by reads that
@@ -234,11 +237,18 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, fsm, newLogStore(store, fsm), store, snaps, transport)
+	proposals := newProposer()
+	r, err := raft.NewRaft(rc, fsm, newLogStore(store, fsm, proposals), store, snaps, transport)
 	if err != nil {
 		return fail(fmt.Errorf("raftfsm: start raft: %w", err))
 	}
-	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: transport, stream: stream, log: cfg.Logger, stop: make(chan struct{})}
+	proposals.raft = r
+	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: transport, stream: stream, log: cfg.Logger, stop: make(chan struct{}),
+		proposals: proposals, proposerDone: make(chan struct{})}
+	go func() {
+		defer close(n.proposerDone)
+		proposals.run()
+	}()
 	n.reads.Fetch = n.readIndexOnce
 	if n.soleVoter() {
 		n.campaignAlone(rc.LeaderLeaseTimeout)
@@ -400,8 +410,11 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 	if n.raft.State() != raft.Leader {
 		return Result{}, ErrNotLeader
 	}
-	f := n.raft.Apply(c.Encode(), timeout)
-	if err := n.waitApply(f); err != nil {
+	f, err := n.proposals.submit(c.Encode(), timeout, n.stop)
+	if err == nil {
+		err = n.waitApply(f)
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			return Result{}, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
@@ -562,9 +575,11 @@ func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
 		close(n.stop)
+		n.proposals.stop()
 		n.fsm.Close() // a batch waiting for the disk must not hold Shutdown
 		n.wg.Wait()
 		err = n.raft.Shutdown().Error()
+		<-n.proposerDone // an Apply it was in returned at Shutdown
 		err = errors.Join(err, n.trans.Close(), n.logs.Close(), n.meta.Close())
 	})
 	return err
@@ -585,8 +600,8 @@ const logCacheEntries = 512
 // behind a write-through cache of the latest entries. An entry enters the
 // cache only once store has appended it durably, and a deleted range
 // (compaction, a follower's conflicting suffix) empties the cache.
-func newLogStore(store raft.LogStore, fsm *FSM) raft.LogStore {
-	c, err := raft.NewLogCache(logCacheEntries, &watchedLogStore{LogStore: store, fsm: fsm})
+func newLogStore(store raft.LogStore, fsm *FSM, appends *proposer) raft.LogStore {
+	c, err := raft.NewLogCache(logCacheEntries, &watchedLogStore{LogStore: store, fsm: fsm, appends: appends})
 	if err != nil {
 		panic(err) // only for a capacity below 1
 	}
@@ -616,7 +631,8 @@ func (s cachedLogStore) IsMonotonic() bool { return s.monotonic }
 // that succeeds ends the read-only state.
 type watchedLogStore struct {
 	raft.LogStore
-	fsm *FSM
+	fsm     *FSM
+	appends *proposer // told when each append starts and ends
 }
 
 func (s *watchedLogStore) StoreLog(l *raft.Log) error {
@@ -624,7 +640,10 @@ func (s *watchedLogStore) StoreLog(l *raft.Log) error {
 }
 
 func (s *watchedLogStore) StoreLogs(logs []*raft.Log) error {
-	if err := s.LogStore.StoreLogs(logs); err != nil {
+	s.appends.appendStarted()
+	err := s.LogStore.StoreLogs(logs)
+	s.appends.appendDone()
+	if err != nil {
 		err = fmt.Errorf("append entries %d..%d: %w", logs[0].Index, logs[len(logs)-1].Index, err)
 		s.fsm.setReadOnly(whereRaftLog, err)
 		return err

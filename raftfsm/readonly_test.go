@@ -254,7 +254,7 @@ func (s *failingLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*ra
 func TestLogStoreFailureIsReadOnly(t *testing.T) {
 	s := newStack(t, fileDev, 1)
 	inner := &failingLogStore{LogStore: raft.NewInmemStore()}
-	ls := &watchedLogStore{LogStore: inner, fsm: s.fsm}
+	ls := &watchedLogStore{LogStore: inner, fsm: s.fsm, appends: newProposer()}
 	entry := func(i uint64) []*raft.Log { return []*raft.Log{{Index: i, Type: raft.LogCommand}} }
 
 	if err := ls.StoreLogs(entry(1)); err != nil || s.fsm.ReadOnly() != nil {
