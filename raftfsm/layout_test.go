@@ -109,7 +109,7 @@ func TestRestoreRefusesOtherLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = f.Restore(io.NopCloser(&sink.Buffer))
-	if !errors.Is(err, ErrGeometryMismatch) || !strings.Contains(err.Error(), own.String()) {
+	if !errors.Is(err, ErrGeometryMismatch) || !strings.Contains(err.Error(), own.String()) || !strings.Contains(err.Error(), other.String()) {
 		t.Fatalf("Restore of a %s snapshot on a %s node: %v; want ErrGeometryMismatch showing both", own, other, err)
 	}
 	sameState(t, "after the refused restore", b.state(), before)

@@ -2,11 +2,19 @@ package tests
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	bncluster "github.com/blobnode/blobnode/cluster"
+	"github.com/blobnode/blobnode/volume"
 )
 
 // setFlag replaces (or adds) -name value in flags; an empty value removes it.
@@ -40,6 +48,59 @@ func (c *cluster) members(t *testing.T, i int) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// refusesLayoutOnly asks the group to admit nodes whose volumes have the
+// group's geometry (page sizes, volume size) but another format version,
+// journal size or heap: each would put allocations at other offsets, so
+// each is refused, naming both layouts, and the members stay want.
+func refusesLayoutOnly(t *testing.T, c *cluster, want []string) {
+	t.Helper()
+	head := make([]byte, 4096)
+	f, err := os.Open(filepath.Join(c.nodes[0].dir, "volume.blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadFull(f, head)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := volume.DecodeSuperblock(head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := sb.Placement()
+	secret, err := os.ReadFile(c.secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret = bytes.TrimSpace(secret) // as blobnode reads it
+	for _, tc := range []struct {
+		name   string
+		change func(*volume.Placement)
+	}{
+		{"format version", func(p *volume.Placement) { p.Version-- }},
+		{"journal size", func(p *volume.Placement) { p.JournalSize *= 2 }},
+		{"heap", func(p *volume.Placement) { p.HeapOffset += 8192; p.HeapSize -= 8192 }},
+	} {
+		node := group
+		tc.change(&node)
+		if node.Geometry != group.Geometry {
+			t.Fatalf("%s: the change altered the geometry", tc.name)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := bncluster.Join(ctx, http.DefaultClient, c.nodes[0].base, secret, bncluster.JoinRequest{
+			ID: "n9", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2", Layout: node.String(),
+		})
+		cancel()
+		if !errors.Is(err, bncluster.ErrJoinRefused) || !strings.Contains(err.Error(), group.String()) || !strings.Contains(err.Error(), node.String()) {
+			t.Fatalf("join with another %s (%s): %v; want a refusal naming both layouts (the group's: %s)", tc.name, node, err, group)
+		}
+		if got := c.members(t, 0); !slices.Equal(got, want) {
+			t.Fatalf("%s: members %v after a refused join; want %v", tc.name, got, want)
+		}
+	}
 }
 
 // TestClusterJoinAndRemove: a fourth node joins a running group with
@@ -83,6 +144,7 @@ func TestClusterJoinAndRemove(t *testing.T) {
 	}
 	refused("another volume layout", setFlag(joinFlags, "-volume-size", "128MiB"))
 	c.wipe(3)
+	refusesLayoutOnly(t, c, want)
 
 	// A node that bootstrapped a group of its own.
 	j.flags = setFlag(j.flags, "-join", "")
