@@ -104,6 +104,14 @@ func TestGroupFormsFromPeers(t *testing.T) {
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
+	// A leader with other voters confirms its leadership for every read
+	// (soleLeaderIndex does not apply).
+	if _, err := l.ReadIndex(ctx); err != nil { // commits the term's no-op
+		t.Fatal(err)
+	}
+	if idx, ok := l.soleLeaderIndex(); ok {
+		t.Fatalf("a leader of three voters took the sole voter's read shortcut (index %d)", idx)
+	}
 }
 
 // TestGroupWaitsForEveryPeer: a node that cannot reach every initial peer

@@ -515,7 +515,33 @@ func (n *Node) readBarrier(ctx context.Context) error {
 // trip). Concurrent calls share confirmations: each waits for one that
 // began after it did (see ReadIndexBatcher). Only a leader answers;
 // others return ErrNotLeader.
-func (n *Node) ReadIndex(ctx context.Context) (uint64, error) { return n.reads.Index(ctx) }
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if idx, ok := n.soleLeaderIndex(); ok {
+		return idx, nil
+	}
+	return n.reads.Index(ctx)
+}
+
+// soleLeaderIndex is ReadIndex without a confirmation, for a leader that
+// is the only voter of its latest configuration (ok false otherwise). No
+// other node can then commit anything: every configuration it could hold
+// needs this node's vote to elect it, and voting for it would move this
+// node's term, which is read before and after. hashicorp/raft's own
+// VerifyLeader answers such a leader without asking anyone too, but
+// through a round trip to its leader loop, which may be in the middle of
+// an fsync. The commit index is only this term's once its first entry
+// has committed (readIndexOnce commits a no-op for that).
+func (n *Node) soleLeaderIndex() (uint64, bool) {
+	term := n.currentTerm()
+	if n.readTerm.Load() != term || n.raft.State() != raft.Leader || !n.soleVoter() {
+		return 0, false
+	}
+	idx := n.raft.CommitIndex()
+	if n.currentTerm() != term || n.raft.State() != raft.Leader {
+		return 0, false
+	}
+	return idx, true
+}
 
 // readIndexOnce is one confirmation for ReadIndex. A new leader's commit index is only known once it has committed
 // an entry of its own term, so the first call of a term first commits a

@@ -558,6 +558,46 @@ func TestNodeReadIndexCheap(t *testing.T) {
 	}
 }
 
+// TestSoleVoterReadIndexAsksNoOne: once a term's first read has committed
+// its no-op, a leader that is its group's only voter answers ReadIndex with
+// its commit index, without a confirmation round (ReadIndexBatcher's
+// Fetch); the index covers every write answered before the call.
+func TestSoleVoterReadIndexAsksNoOne(t *testing.T) {
+	s := newStack(t, fileDev, 1)
+	n := startNode(t, NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t)}, s.fsm)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fetched := 0
+	fetch := n.reads.Fetch
+	n.reads.Fetch = func(ctx context.Context) (uint64, error) { fetched++; return fetch(ctx) }
+	if _, err := n.ReadIndex(ctx); err != nil { // commits the term's no-op, unless startNode's read did
+		t.Fatalf("ReadIndex: %v", err)
+	}
+	fetched = 0
+	w := newWorkload(1)
+	propose(t, n, Command{Kind: KindInit, Geometry: testGeometry.String()})
+	for range 20 {
+		propose(t, n, w.command())
+		written := n.Raft().LastIndex()
+		idx, err := n.ReadIndex(ctx)
+		if err != nil {
+			t.Fatalf("ReadIndex: %v", err)
+		}
+		if idx < written {
+			t.Fatalf("ReadIndex = %d after a write answered at %d", idx, written)
+		}
+	}
+	if fetched != 0 {
+		t.Fatalf("%d confirmations after the term's first read; a sole voter needs none", fetched)
+	}
+	// Before a term's no-op commits, the commit index may still lag
+	// entries of earlier terms (a restart replays them): no shortcut.
+	n.readTerm.Store(0)
+	if idx, ok := n.soleLeaderIndex(); ok {
+		t.Fatalf("soleLeaderIndex = %d before the term's first read committed its no-op", idx)
+	}
+}
+
 // TestSoleVoterCampaignsAtStart: a node that is its group's only voter
 // leads at once, on its first start and on a restart with Raft state,
 // instead of waiting out a heartbeat timeout (here two minutes, so a node
