@@ -153,6 +153,10 @@ type FSM struct {
 	// log order, until its catalog commit succeeds. Used only by the
 	// goroutine that applies.
 	pending []inlineWrite
+	// requestIDs[i] is the request id of the i-th entry of the batch
+	// being applied (0: none), for answers.
+	requestIDs []uint64
+	answers    answers
 
 	// update runs fn in one catalog write transaction (cat.Update; tests
 	// inject commit failures here).
@@ -420,6 +424,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.applied = last
 	f.cond.Broadcast()
 	f.mu.Unlock()
+	f.answers.deliver(logs, f.requestIDs, out)
 	return out
 }
 
@@ -428,6 +433,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // the transaction (the catalog is unchanged, the allocator is not).
 func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyErr, commitErr error) {
 	f.pending = f.pending[:0]
+	f.requestIDs = slices.Grow(f.requestIDs[:0], len(logs))[:len(logs)]
+	clear(f.requestIDs)
 	err := f.update(func(tx *catalog.Tx) error {
 		for i, l := range logs {
 			out[i] = Result{}
@@ -439,6 +446,7 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 				applyErr = fmt.Errorf("entry %d: %w", l.Index, err)
 				return applyErr
 			}
+			f.requestIDs[i] = cmd.RequestID
 			res, err := f.applyEntry(tx, l, &cmd)
 			if err != nil {
 				applyErr = fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)

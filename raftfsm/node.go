@@ -410,9 +410,17 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 	if n.raft.State() != raft.Leader {
 		return Result{}, ErrNotLeader
 	}
+	var direct <-chan Result
+	if c.RequestID != 0 {
+		var cancel func()
+		direct, cancel = n.fsm.answers.await(c.RequestID)
+		defer cancel()
+	}
 	f, err := n.proposals.submit(c.Encode(), timeout, n.stop)
+	var res Result
+	answered := false
 	if err == nil {
-		err = n.waitApply(f)
+		res, answered, err = n.waitApply(f, direct)
 	}
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrEnqueueTimeout) {
@@ -420,37 +428,45 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 		}
 		return Result{}, err
 	}
-	res, _ := f.Response().(Result)
-	res.Index = f.Index()
+	if !answered {
+		res, _ = f.Response().(Result)
+		res.Index = f.Index()
+	}
 	if errors.Is(res.Err, ErrStopped) || errors.Is(res.Err, ErrClosed) {
 		return Result{}, res.Err
 	}
 	return res, nil
 }
 
-// waitApply waits until Raft answers f, the node turns read-only (the FSM
-// may then hold f's entry until the disk recovers), or the node closes.
-// The goroutine ends when Raft answers f, which it does for every entry it
+// waitApply waits until the state machine answers on direct (answered:
+// res is the entry's result; nil direct never answers), Raft answers f
+// (its response is the result), the node turns read-only (the FSM may
+// then hold f's entry until the disk recovers), or the node closes. The
+// goroutine ends when Raft answers f, which it does for every entry it
 // accepted: applied, refused by a closed FSM, or failed at shutdown.
-func (n *Node) waitApply(f raft.ApplyFuture) error {
+func (n *Node) waitApply(f raft.ApplyFuture, direct <-chan Result) (res Result, answered bool, err error) {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	for {
 		// Read the channel first: a change after the check closes it.
 		changed := n.fsm.ReadOnlyChanged()
 		if ro := n.ReadOnly(); ro != nil {
-			select {
-			case err := <-done: // answered meanwhile: prefer the outcome
-				return err
+			select { // answered meanwhile: prefer the outcome
+			case res := <-direct:
+				return res, true, nil
+			case err := <-done:
+				return Result{}, false, err
 			default:
-				return ro
+				return Result{}, false, ro
 			}
 		}
 		select {
+		case res := <-direct:
+			return res, true, nil
 		case err := <-done:
-			return err
+			return Result{}, false, err
 		case <-n.stop:
-			return raft.ErrRaftShutdown
+			return Result{}, false, raft.ErrRaftShutdown
 		case <-changed:
 		}
 	}

@@ -1,0 +1,58 @@
+package raftfsm
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// answers delivers an applied entry's result, with its index, to the
+// waiter of its request id only; a cancelled wait gets nothing.
+func TestAnswersDeliverByRequestID(t *testing.T) {
+	var a answers
+	r7, cancel7 := a.await(7)
+	r8, cancel8 := a.await(8)
+	cancel8()
+	defer cancel7()
+	logs := []*raft.Log{{Index: 10}, {Index: 11}, {Index: 12}}
+	out := []any{Result{Version: 10}, Result{Version: 11}, Result{Err: ErrNotFound}}
+	a.deliver(logs, []uint64{0, 8, 7}, out)
+	select {
+	case res := <-r7:
+		if res.Index != 12 || res.Err != ErrNotFound {
+			t.Fatalf("request 7 got %+v, want entry 12's result", res)
+		}
+	default:
+		t.Fatal("request 7 got no answer")
+	}
+	select {
+	case res := <-r8:
+		t.Fatalf("cancelled request 8 got %+v", res)
+	default:
+	}
+	if len(a.waiting) != 0 {
+		t.Fatalf("%d waits left after delivery and cancel", len(a.waiting))
+	}
+}
+
+// A proposal through the node is answered by the state machine directly
+// (its result carries the entry's index), and leaves no wait registered.
+func TestProposeAnsweredByStateMachine(t *testing.T) {
+	s := newStack(t, fileDev, 1)
+	n := startNode(t, NodeConfig{ID: "n1", Dir: t.TempDir(), BindAddr: freeAddr(t)}, s.fsm)
+	propose(t, n, Command{Kind: KindInit, Geometry: testGeometry.String()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := n.Propose(ctx, &Command{Kind: KindReserve, ReservationID: 5, Size: 4096, Deadline: 1, RequestID: 99})
+	if err != nil || res.Err != nil {
+		t.Fatalf("Propose: %v, %v", err, res.Err)
+	}
+	if res.Index == 0 || res.Index > n.Raft().LastIndex() || len(res.Extents) == 0 {
+		t.Fatalf("result %+v: want the reserve's extents and its entry's index", res)
+	}
+	if len(s.fsm.answers.waiting) != 0 {
+		t.Fatalf("%d waits left after the proposal", len(s.fsm.answers.waiting))
+	}
+}
