@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/blobnode/blobnode/store"
 )
 
 // findInFile returns the offset of the first occurrence of needle in the
@@ -72,49 +75,19 @@ func TestCorruptBlob(t *testing.T) {
 
 	// The volume file is the device: chunk 1 starts 300,000 - 262,144
 	// bytes before the flipped byte (both lie in the blob's first page).
-	chunk1 := off - (at - 256<<10)
-	code, out := n.fsck()
-	wantFsck := fmt.Sprintf(" chunk 1 at device offset %d: stored data failed verification", chunk1)
-	if code != 1 || !strings.Contains(out, `problem: blob "corrupt/victim" version `) || !strings.Contains(out, wantFsck) ||
-		strings.Count(out, "problem:") != 1 || strings.Contains(out, "corrupt/bystander") {
-		t.Fatalf("fsck of a volume with one flipped byte in corrupt/victim: exit %d, want 1 with one problem naming that blob and%s:\n%s", code, wantFsck, out)
-	}
+	chunk1 := off - (at - store.ChunkSize)
+	n.requireFsckChunkProblem(t, "corrupt/victim", 1, chunk1, store.ErrCorruptData.Error())
 
 	n.start()
-	requireCorruptCount := func(want string) {
-		t.Helper()
-		if got := n.metric(t, "blobnode_chunks_corrupt_total"); got != want {
-			t.Errorf("blobnode_chunks_corrupt_total = %v, want %v", got, want)
-		}
-		if got := n.metric(t, "blobnode_chunk_read_errors_total"); got != "0" {
-			t.Errorf("blobnode_chunk_read_errors_total = %v, want 0 (corruption is not a read error)", got)
-		}
-	}
-	requireCorruptCount("0")
+	n.requireFailedChunks(t, 0, 0)
 	// The whole blob: the bad chunk is never sent as if it were good.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.base+blobPath("corrupt/victim"), nil)
-	resp, err := n.client.Do(req)
-	if err == nil {
-		body, rerr := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusOK && rerr == nil {
-			t.Fatalf("GET of a corrupt blob: 200 with %d bytes and no error (identical to what was stored: %v)", len(body), bytes.Equal(body, victim))
-		}
-		if resp.StatusCode == http.StatusOK && !bytes.Equal(body, victim[:len(body)]) {
-			t.Fatalf("GET of a corrupt blob sent %d bytes that differ from what was stored", len(body))
-		}
-		if resp.StatusCode == http.StatusOK && len(body) > 2*256<<10 {
-			t.Errorf("GET of a corrupt blob sent %d bytes, past the bad chunk", len(body))
-		}
-	}
-	requireCorruptCount("1")
+	n.requireCutBefore(t, "corrupt/victim", victim, store.ChunkSize)
+	n.requireFailedChunks(t, 1, 0) // corruption is not a read error
 	// A range inside the bad chunk fails before any byte: an error status.
 	if r := n.do(t, http.MethodGet, blobPath("corrupt/victim"), nil, "Range", "bytes=290000-290099"); r.status != http.StatusInternalServerError || r.code() != "Corrupt" {
 		t.Errorf("range in the bad chunk: %v, want 500 Corrupt", r)
 	}
-	requireCorruptCount("2")
+	n.requireFailedChunks(t, 2, 0)
 	// The good chunks and the other blob still read.
 	if r := n.do(t, http.MethodGet, blobPath("corrupt/victim"), nil, "Range", "bytes=0-1000"); r.status != http.StatusPartialContent || !bytes.Equal(r.body, victim[:1001]) {
 		t.Errorf("range in a good chunk: %v", r)
@@ -123,26 +96,94 @@ func TestCorruptBlob(t *testing.T) {
 		t.Errorf("range in the last good chunk: %v", r)
 	}
 	n.requireBlob(t, "corrupt/bystander", int64(len(bystander)), sha256Of(bystander))
-	requireCorruptCount("2")
+	n.requireFailedChunks(t, 2, 0)
 	// One Error line per read that met the bad chunk, and no other.
-	logged, errs := 0, 0
-	const wantLog = `msg="chunk failed verification" key=corrupt/victim version=`
-	for _, line := range strings.Split(tailFile(n.logPath, 1000), "\n") {
-		if !strings.Contains(line, "level=ERROR") {
-			continue
-		}
-		errs++
-		if strings.Contains(line, wantLog) && strings.Contains(line, fmt.Sprintf(" chunk=1 offset=%d ", chunk1)) {
-			logged++
-		}
-	}
-	if logged != 2 || errs != 2 {
-		t.Errorf("%d Error lines, %d of them naming corrupt/victim chunk 1 offset %d; want 2 and 2:\n%s", errs, logged, chunk1, tailFile(n.logPath, 40))
-	}
+	requireChunkErrorLines(t, tailFile(n.logPath, 1000), "chunk failed verification", "corrupt/victim", 1, chunk1, 2)
 
 	// Replacing the blob heals it.
 	n.put(t, "corrupt/victim", victim)
 	n.requireBlob(t, "corrupt/victim", int64(len(victim)), sha256Of(victim))
 	n.stop()
 	n.requireFsckClean()
+}
+
+// requireFsckChunkProblem runs fsck on the stopped node and requires exit
+// 1 with exactly one problem: chunk of key at device offset off, failed
+// for reason (a store error's text).
+func (n *node) requireFsckChunkProblem(t testing.TB, key string, chunk, off int64, reason string) {
+	t.Helper()
+	code, out := n.fsck()
+	want := fmt.Sprintf(" chunk %d at device offset %d: %s", chunk, off, reason)
+	if code != 1 || !strings.Contains(out, fmt.Sprintf("problem: blob %q version ", key)) || !strings.Contains(out, want) ||
+		strings.Count(out, "problem:") != 1 {
+		t.Fatalf("fsck: exit %d, want 1 with one problem, naming %q and%s:\n%s", code, key, want, out)
+	}
+	t.Logf("fsck: exit %d: %s", code, strings.TrimSpace(out))
+}
+
+// requireFailedChunks checks the node's counts of chunk reads that failed
+// their checksum and that the disk could not read.
+func (n *node) requireFailedChunks(t testing.TB, corrupt, readErrors int) {
+	t.Helper()
+	for _, m := range []struct {
+		name string
+		want int
+	}{{"blobnode_chunks_corrupt_total", corrupt}, {"blobnode_chunk_read_errors_total", readErrors}} {
+		if got := n.metric(t, m.name); got != strconv.Itoa(m.want) {
+			t.Errorf("%s = %v, want %d", m.name, got, m.want)
+		}
+	}
+}
+
+// requireCutBefore GETs key, stored as body, whose chunk at byte bad (not
+// the first chunk) cannot be served: the response starts (200) and is cut
+// before that chunk, every byte it sent right. The bad chunk is never sent,
+// and the response never looks complete.
+func (n *node) requireCutBefore(t testing.TB, key string, body []byte, bad int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.base+blobPath(key), nil)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %q: %v, want 200 and a body cut before byte %d", key, err, bad)
+	}
+	got, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		t.Fatalf("GET %q: status %d %q, want 200 and a body cut before byte %d", key, resp.StatusCode, got, bad)
+	case rerr == nil:
+		t.Fatalf("GET %q: 200 with %d bytes and no error (identical to what was stored: %v), want a cut before byte %d",
+			key, len(got), bytes.Equal(got, body), bad)
+	case int64(len(got)) > bad:
+		t.Fatalf("GET %q sent %d bytes, past the bad chunk at %d", key, len(got), bad)
+	case !bytes.Equal(got, body[:len(got)]):
+		t.Fatalf("GET %q sent %d bytes that differ from what was stored", key, len(got))
+	}
+	t.Logf("GET %q: 200, cut after %d of %d bytes (the bad chunk starts at %d): %v", key, len(got), len(body), bad, rerr)
+}
+
+// requireChunkErrorLines requires that log hold exactly want Error lines,
+// each the store's line msg for chunk of key at device offset off.
+func requireChunkErrorLines(t testing.TB, log, msg, key string, chunk, off int64, want int) {
+	t.Helper()
+	naming, all := 0, 0
+	line1 := fmt.Sprintf("msg=%q key=%s version=", msg, key)
+	line2 := fmt.Sprintf(" chunk=%d offset=%d ", chunk, off)
+	var errLines []string
+	for line := range strings.SplitSeq(log, "\n") {
+		if !strings.Contains(line, "level=ERROR") {
+			continue
+		}
+		all++
+		errLines = append(errLines, line)
+		if strings.Contains(line, line1) && strings.Contains(line, line2) {
+			naming++
+		}
+	}
+	if naming != want || all != want {
+		t.Errorf("%d Error lines, %d of them %s naming %s chunk %d offset %d; want %d and %d:\n%s",
+			all, naming, msg, key, chunk, off, want, want, strings.Join(errLines, "\n"))
+	}
 }

@@ -62,6 +62,17 @@
 // once; it says which file, whether it was an fdatasync, and what was
 // dropped. Other files, and the file's name, are not affected.
 //
+// # Failing reads
+//
+// [FS.FailReads] makes reads of a byte range of a file with a given name
+// fail with EIO, as a disk with unreadable sectors does, until
+// [FS.ClearReadFaults]; the bytes themselves are not touched and read back
+// once the faults are cleared. Since the kernel answers reads from its
+// page cache (see "Serving"), FailReads drops the cached pages of the
+// range before it returns, so that every read of those bytes reaches the
+// FS and fails. Reads fail whole pages, as the kernel asks for them;
+// writes, fsyncs and cuts are not affected.
+//
 // # What it does not model
 //
 //   - Durability of attributes: mode, owner and times are kept in memory
@@ -70,7 +81,12 @@
 //   - Hard links, symbolic links, special files, extended attributes,
 //     RENAME_EXCHANGE, fallocate modes other than 0 and KEEP_SIZE
 //     (allocation itself: backing files are sparse), ENOSPC, and I/O
-//     errors of the device other than an armed failed fsync.
+//     errors of the device other than an armed failed fsync or failing
+//     read.
+//   - Of a failing read: a write into the range after arming lands in the
+//     page cache, and reads of those pages are then served from there
+//     without failing (a real bad sector may or may not be remapped by a
+//     write).
 //   - Of a failed fsync: Linux reports it to every open file description
 //     of the file that was open at the failure (and, since 4.16, to an
 //     open after it if no one saw it), here to exactly one fsync; Linux's

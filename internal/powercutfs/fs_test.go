@@ -662,3 +662,95 @@ func TestFailNextFsyncOnce(t *testing.T) {
 	}
 	must(t, f.Close())
 }
+
+// TestReadErrorsInArmedRange: while FailReads is armed, a read of a file
+// of that name that needs a page overlapping the range fails with EIO,
+// whether the kernel had the page cached (FailReads drops it) or not;
+// reads of the other pages, and of another file, succeed, also when a
+// failed readahead covered them; nothing is lost: once cleared, the file
+// reads back whole.
+func TestReadErrorsInArmedRange(t *testing.T) {
+	for _, cached := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cached", false: "uncached"}[cached], func(t *testing.T) {
+			m := newTestMount(t)
+			must(t, os.Mkdir(m.path("d"), 0o755))
+			f, other := m.create("d/volume.blob"), m.create("other")
+			content := make([]byte, 64*pageSize)
+			for i := range content {
+				content[i] = byte(i/pageSize) ^ byte(i)
+			}
+			writeAt(t, f, content, 0)
+			writeAt(t, other, content, 0)
+			must(t, f.Sync()) // durable or not makes no difference; half of it unsynced
+			writeAt(t, f, content[32*pageSize:], 32*pageSize)
+			must(t, f.Close())
+			must(t, other.Close())
+			if cached {
+				// Written and read through the mount: every page is cached.
+				m.requireContent("d/volume.blob", content)
+			} else {
+				// A new mount starts with an empty page cache.
+				must(t, m.fs.Unmount())
+				m.mount()
+			}
+
+			// Pages 20 to 22 overlap the range.
+			const off, length = 20*pageSize + 100, 2 * pageSize
+			fault, err := m.fs.FailReads("volume.blob", off, length)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rf, err := os.Open(m.path("d/volume.blob"))
+			must(t, err)
+			defer rf.Close()
+			read := func(at int64, n int) ([]byte, error) {
+				b := make([]byte, n)
+				k, err := rf.ReadAt(b, at)
+				return b[:k], err
+			}
+			// The pages around it first: uncached, their readahead takes in
+			// the failing pages, and the kernel reads them again alone.
+			for _, page := range []int64{19, 23, 0, 63} {
+				if b, err := read(page*pageSize, pageSize); err != nil || !bytes.Equal(b, content[page*pageSize:][:pageSize]) {
+					t.Fatalf("read page %d, outside the range: %v (%d bytes, right ones: %v)", page, err, len(b), bytes.Equal(b, content[page*pageSize:][:len(b)]))
+				}
+			}
+			for _, at := range []int64{
+				off, off + length - 1, // the range's first and last bytes
+				20 * pageSize,    // a byte of a failing page before the range
+				off + length + 1, // and after it
+			} {
+				if b, err := read(at, 1); !errors.Is(err, syscall.EIO) {
+					t.Fatalf("read at %d, of a page overlapping [%d, %d): %v (%d bytes), want EIO", at, off, off+length, err, len(b))
+				}
+			}
+			// A read that starts before the range gets the bytes before it,
+			// then EIO.
+			b, err := read(16*pageSize, 8*pageSize)
+			if !errors.Is(err, syscall.EIO) || !bytes.Equal(b, content[16*pageSize:][:len(b)]) || len(b) > 4*pageSize {
+				t.Fatalf("read across the range: %v after %d bytes (right ones: %v), want EIO after at most the 4 pages before it",
+					err, len(b), bytes.Equal(b, content[16*pageSize:][:len(b)]))
+			}
+			if _, err := os.ReadFile(m.path("d/volume.blob")); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("read the whole file: %v, want EIO", err)
+			}
+			m.requireContent("other", content) // another name
+			failed := fault.Failed()
+			if failed == 0 {
+				t.Fatal("reads failed, but the fault counted none")
+			}
+
+			m.fs.ClearReadFaults()
+			m.requireContent("d/volume.blob", content)
+			if fault.Failed() != failed {
+				t.Fatalf("the fault counted %d failed reads after it was cleared", fault.Failed()-failed)
+			}
+			// The second half was never synced: a clean unmount makes it
+			// durable, and the new mount reads it all.
+			must(t, rf.Close())
+			must(t, m.fs.Unmount())
+			m.mount()
+			m.requireContent("d/volume.blob", content)
+		})
+	}
+}

@@ -40,6 +40,7 @@ type state struct {
 	err    error
 	ns     *namespace
 	faults []*FsyncFault              // armed, not yet fired, in the order armed
+	reads  []*ReadFault               // armed by FailReads, until cleared
 	dirs   map[uint64][]fuse.DirEntry // open directory handles: their entries
 	nextFh uint64
 }
@@ -390,7 +391,14 @@ func (r *raw) Read(_ <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadRes
 		return nil, st
 	}
 	defer r.s.mu.Unlock()
-	k, err := d.read(buf[:min(len(buf), int(in.Size))], int64(in.Offset))
+	size := min(len(buf), int(in.Size))
+	if f := r.s.readFault(r.s.ns.nodes[in.NodeId], int64(in.Offset), int64(size)); f != nil {
+		// The whole request fails: a short answer would read as the end
+		// of the file, and the kernel would zero-fill the rest of the page.
+		f.failed.Add(1)
+		return nil, fuse.EIO
+	}
+	k, err := d.read(buf[:size], int64(in.Offset))
 	if err != nil {
 		return nil, r.s.fail(err)
 	}
