@@ -70,7 +70,8 @@ func TestJournalHeaderTornPage(t *testing.T) {
 
 // TestOldFormatsOpen: volumes of every version this code reads open,
 // commit, checkpoint through both of their header slots and reopen with
-// their own layout.
+// their own layout. These volumes are formatted by this code;
+// TestGoldenFormat2 opens files that the format-2 release itself wrote.
 func TestOldFormatsOpen(t *testing.T) {
 	for version := uint32(oldestReadable); version <= FormatVersion; version++ {
 		t.Run(versionName(version), func(t *testing.T) {
