@@ -82,6 +82,8 @@ type Node struct {
 	// readTerm is the term in which this node, as leader, has applied an
 	// entry of its own: only then is CommitIndex a valid read index.
 	readTerm atomic.Uint64
+	// soleLeading caches soleVoter for soleLeaderIndex (see there).
+	soleLeading atomic.Pointer[soleVoterAt]
 	reads    ReadIndexBatcher // of readIndexOnce
 	trans    closingTransport
 	stream   *PeerStreamLayer // nil without TLS or a secret
@@ -472,6 +474,31 @@ func (n *Node) waitApply(f raft.ApplyFuture, direct <-chan Result) (res Result, 
 	}
 }
 
+// soleVoterAt is whether this node was its group's only voter when, as
+// leader in term, its log ended at index last.
+type soleVoterAt struct {
+	term, last uint64
+	sole       bool
+}
+
+// soleVoterLeading is soleVoter for a leader of term, without reading the
+// configuration (a copy, allocated) while its log has not grown: a
+// configuration changes only by an entry appended to the log, and a
+// leader's log, within its term, only grows, so the same last index in the
+// same term means the same latest configuration. (hashicorp/raft sets a
+// new configuration a moment before its entry is appended; until then the
+// cache may still say sole, which is safe: a change adds one server at a
+// time, and every quorum of this node plus one other includes this node.)
+func (n *Node) soleVoterLeading(term uint64) bool {
+	last := n.raft.LastIndex()
+	if c := n.soleLeading.Load(); c != nil && c.term == term && c.last == last {
+		return c.sole
+	}
+	sole := n.soleVoter()
+	n.soleLeading.Store(&soleVoterAt{term: term, last: last, sole: sole})
+	return sole
+}
+
 // soleVoter reports whether this node is the only voter of its group.
 func (n *Node) soleVoter() bool {
 	f := n.raft.GetConfiguration()
@@ -549,7 +576,7 @@ func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 // has committed (readIndexOnce commits a no-op for that).
 func (n *Node) soleLeaderIndex() (uint64, bool) {
 	term := n.currentTerm()
-	if n.readTerm.Load() != term || n.raft.State() != raft.Leader || !n.soleVoter() {
+	if n.readTerm.Load() != term || n.raft.State() != raft.Leader || !n.soleVoterLeading(term) {
 		return 0, false
 	}
 	idx := n.raft.CommitIndex()
