@@ -84,10 +84,10 @@ type Node struct {
 	readTerm atomic.Uint64
 	// soleLeading caches soleVoter for soleLeaderIndex (see there).
 	soleLeading atomic.Pointer[soleVoterAt]
-	reads    ReadIndexBatcher // of readIndexOnce
-	trans    closingTransport
-	stream   *PeerStreamLayer // nil without TLS or a secret
-	log      *slog.Logger
+	reads       ReadIndexBatcher // of readIndexOnce
+	trans       closingTransport
+	stream      *PeerStreamLayer // nil without TLS or a secret
+	log         *slog.Logger
 
 	stop chan struct{}
 	wg   sync.WaitGroup
