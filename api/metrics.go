@@ -153,6 +153,7 @@ type statusRecorder struct {
 	// writeTimeout, if not zero, is how far armWrite pushes the
 	// connection's write deadline ahead; it runs before every write.
 	writeTimeout time.Duration
+	armed        time.Time // when armWrite last moved the deadline
 	// body, if not nil, is the request body: if it has not been read to
 	// its end when the response starts, the server is stopped from
 	// reading it and the response closes the connection: the server would
@@ -163,10 +164,20 @@ type statusRecorder struct {
 	body *requestBody
 }
 
+// armWrite moves the deadline only once writeTimeout/16 has passed since
+// it last did, so every write still has at least 15/16 of writeTimeout: a
+// small response is written three times (header, body, the server's final
+// flush), and each move of a deadline is a change to a runtime timer.
 func (rw *statusRecorder) armWrite() {
-	if rw.writeTimeout > 0 {
-		_ = rw.rc.SetWriteDeadline(time.Now().Add(rw.writeTimeout))
+	if rw.writeTimeout <= 0 {
+		return
 	}
+	now := time.Now()
+	if !rw.armed.IsZero() && now.Sub(rw.armed) < rw.writeTimeout/16 {
+		return
+	}
+	rw.armed = now
+	_ = rw.rc.SetWriteDeadline(now.Add(rw.writeTimeout))
 }
 
 func (rw *statusRecorder) WriteHeader(status int) {
