@@ -60,8 +60,9 @@ type Config struct {
 	BodyReadTimeout time.Duration
 	// WriteTimeout bounds each write of a response the same way (a reader
 	// that takes nothing for this long has its response aborted); it is
-	// re-armed on every write, so a long download that makes progress is
-	// never cut. 0: no bound.
+	// re-armed as the response is written (at most once per 1/16 of it,
+	// so a write blocked for 15/16 of it may already be cut), so a long
+	// download that makes progress is never cut. 0: no bound.
 	WriteTimeout time.Duration
 	// Logger receives one Debug line per request and the Warn/Error lines
 	// of failures (nil: discard).

@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -18,30 +19,43 @@ import (
 // request id, and for every failure).
 type answers struct {
 	mu      sync.Mutex
-	waiting map[uint64]chan Result // by request id; each buffered
+	waiting map[uint64]waiter // by request id
 }
 
-// await registers a wait for request id's result; cancel ends it.
-func (a *answers) await(id uint64) (result <-chan Result, cancel func()) {
-	ch := make(chan Result, 1)
+// waiter is one proposer's wait: the answer goes to ch (buffered) only
+// for an entry with exactly its command's bytes.
+type waiter struct {
+	fingerprint uint32 // entryFingerprint of the command
+	ch          chan Result
+}
+
+// await registers a wait for the result of the command encoded as data
+// (its request id not 0); cancel ends it.
+func (a *answers) await(id uint64, data []byte) (result <-chan Result, cancel func()) {
+	w := waiter{fingerprint: entryFingerprint(data), ch: make(chan Result, 1)}
 	a.mu.Lock()
 	if a.waiting == nil {
-		a.waiting = map[uint64]chan Result{}
+		a.waiting = map[uint64]waiter{}
 	}
-	a.waiting[id] = ch
+	a.waiting[id] = w
 	a.mu.Unlock()
-	return ch, func() {
+	return w.ch, func() {
 		a.mu.Lock()
-		if a.waiting[id] == ch {
+		if a.waiting[id].ch == w.ch {
 			delete(a.waiting, id)
 		}
 		a.mu.Unlock()
 	}
 }
 
-// deliver passes each applied entry's result to its waiter, if any.
-// requestIDs[i] is logs[i]'s request id (0: none); out[i] its result.
-// Called by ApplyBatch once the batch is applied and Applied says so.
+// deliver passes each applied entry's result to its waiter, if any: one
+// waiting on the entry's request id with a command of the same bytes (a
+// retry of the same command is answered by whichever of its entries
+// applies first, as the request table answers both alike; another command
+// that reuses the id is refused with ErrRequestIDReused and its waiter
+// learns it from its own future). requestIDs[i] is logs[i]'s request id
+// (0: none); out[i] its result. Called by ApplyBatch once the batch is
+// applied and Applied says so.
 func (a *answers) deliver(logs []*raft.Log, requestIDs []uint64, out []any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -49,13 +63,16 @@ func (a *answers) deliver(logs []*raft.Log, requestIDs []uint64, out []any) {
 		return
 	}
 	for i, id := range requestIDs {
-		ch, ok := a.waiting[id]
+		w, ok := a.waiting[id]
 		if id == 0 || !ok {
 			continue
 		}
 		res, _ := out[i].(Result)
+		if errors.Is(res.Err, ErrRequestIDReused) || entryFingerprint(logs[i].Data) != w.fingerprint {
+			continue
+		}
 		res.Index = logs[i].Index
-		ch <- res
+		w.ch <- res
 		delete(a.waiting, id)
 	}
 }

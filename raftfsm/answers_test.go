@@ -9,20 +9,24 @@ import (
 )
 
 // answers delivers an applied entry's result, with its index, to the
-// waiter of its request id only; a cancelled wait gets nothing.
+// waiter of its request id only, and only for an entry of the waiter's own
+// command: another command reusing the id, and an entry refused for that,
+// answer nobody. A cancelled wait gets nothing.
 func TestAnswersDeliverByRequestID(t *testing.T) {
 	var a answers
-	r7, cancel7 := a.await(7)
-	r8, cancel8 := a.await(8)
+	r7, cancel7 := a.await(7, []byte("seven"))
+	r8, cancel8 := a.await(8, []byte("eight"))
 	cancel8()
 	defer cancel7()
-	logs := []*raft.Log{{Index: 10}, {Index: 11}, {Index: 12}}
-	out := []any{Result{Version: 10}, Result{Version: 11}, Result{Err: ErrNotFound}}
-	a.deliver(logs, []uint64{0, 8, 7}, out)
+	r9, cancel9 := a.await(9, []byte("nine"))
+	defer cancel9()
+	logs := []*raft.Log{{Index: 10}, {Index: 11, Data: []byte("eight")}, {Index: 12, Data: []byte("other")}, {Index: 13, Data: []byte("nine")}, {Index: 14, Data: []byte("seven")}}
+	out := []any{Result{Version: 10}, Result{Version: 11}, Result{Version: 12}, Result{Err: ErrRequestIDReused}, Result{Err: ErrNotFound}}
+	a.deliver(logs, []uint64{0, 8, 7, 9, 7}, out)
 	select {
 	case res := <-r7:
-		if res.Index != 12 || res.Err != ErrNotFound {
-			t.Fatalf("request 7 got %+v, want entry 12's result", res)
+		if res.Index != 14 || res.Err != ErrNotFound {
+			t.Fatalf("request 7 got %+v, want entry 14's result (entry 12 is another command with its id)", res)
 		}
 	default:
 		t.Fatal("request 7 got no answer")
@@ -30,10 +34,12 @@ func TestAnswersDeliverByRequestID(t *testing.T) {
 	select {
 	case res := <-r8:
 		t.Fatalf("cancelled request 8 got %+v", res)
+	case res := <-r9:
+		t.Fatalf("request 9 got %+v, the refusal of an entry reusing its id", res)
 	default:
 	}
-	if len(a.waiting) != 0 {
-		t.Fatalf("%d waits left after delivery and cancel", len(a.waiting))
+	if len(a.waiting) != 1 {
+		t.Fatalf("%d waits left after delivery and cancel, want request 9's", len(a.waiting))
 	}
 }
 

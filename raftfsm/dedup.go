@@ -123,7 +123,7 @@ func (f *FSM) applyEntry(tx *catalog.Tx, l *raft.Log, c *Command) (Result, error
 	}
 	// The entry's bytes are the command's canonical encoding, so an
 	// identical retry has the same fingerprint.
-	fp := crc32.Checksum(l.Data, crc32.MakeTable(crc32.Castagnoli))
+	fp := entryFingerprint(l.Data)
 	rec, ok, err := tx.GetRequest(c.RequestID)
 	if err != nil {
 		return Result{}, err
@@ -150,6 +150,12 @@ func (f *FSM) applyEntry(tx *catalog.Tx, l *raft.Log, c *Command) (Result, error
 		return Result{}, fmt.Errorf("record request %d: %w", c.RequestID, err)
 	}
 	return res, nil
+}
+
+// entryFingerprint is what tells two commands with the same request id
+// apart: the CRC-32C of the entry's bytes.
+func entryFingerprint(data []byte) uint32 {
+	return crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
 }
 
 // recordedResult rebuilds the Result a request record holds.

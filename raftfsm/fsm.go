@@ -462,6 +462,11 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 	if applyErr != nil {
 		return applyErr, nil
 	}
+	if errors.Is(err, catalog.ErrCorrupt) {
+		// From the catalog's own bookkeeping at commit (the blob counter),
+		// not from the disk: as fatal as the same error during apply.
+		return fmt.Errorf("entries %d..%d: %w", max(logs[0].Index, from+1), last, err), nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("commit entries %d..%d: %w", max(logs[0].Index, from+1), last, err)
 	}

@@ -412,13 +412,18 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 	if n.raft.State() != raft.Leader {
 		return Result{}, ErrNotLeader
 	}
+	data := c.Encode()
 	var direct <-chan Result
 	if c.RequestID != 0 {
 		var cancel func()
-		direct, cancel = n.fsm.answers.await(c.RequestID)
+		direct, cancel = n.fsm.answers.await(c.RequestID, data)
 		defer cancel()
 	}
-	f, err := n.proposals.submit(c.Encode(), timeout, n.stop)
+	var f raft.ApplyFuture
+	pr, err := n.proposals.submit(data, time.Now().Add(timeout))
+	if err == nil {
+		f, err = n.waitTaken(ctx, pr)
+	}
 	var res Result
 	answered := false
 	if err == nil {
@@ -438,6 +443,36 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 		return Result{}, res.Err
 	}
 	return res, nil
+}
+
+// waitTaken waits until the proposer hands pr to Raft, and returns its
+// future. It gives up, withdrawing pr so that it is never proposed, when
+// ctx ends (raft.ErrEnqueueTimeout), the node turns read-only (its
+// *ReadOnlyError) or closes; if the proposer took pr meanwhile, it waits
+// for the future instead (raft.Apply is bounded by pr's deadline).
+func (n *Node) waitTaken(ctx context.Context, pr *proposal) (raft.ApplyFuture, error) {
+	for {
+		changed := n.fsm.ReadOnlyChanged()
+		if ro := n.ReadOnly(); ro != nil {
+			if n.proposals.abandon(pr) {
+				return nil, ro
+			}
+			return <-pr.taken, nil
+		}
+		select {
+		case f := <-pr.taken:
+			return f, nil
+		case <-n.stop:
+			n.proposals.abandon(pr)
+			return nil, raft.ErrRaftShutdown
+		case <-ctx.Done():
+			if n.proposals.abandon(pr) {
+				return nil, raft.ErrEnqueueTimeout
+			}
+			return <-pr.taken, nil
+		case <-changed:
+		}
+	}
 }
 
 // waitApply waits until the state machine answers on direct (answered:
@@ -484,11 +519,16 @@ type soleVoterAt struct {
 // soleVoterLeading is soleVoter for a leader of term, without reading the
 // configuration (a copy, allocated) while its log has not grown: a
 // configuration changes only by an entry appended to the log, and a
-// leader's log, within its term, only grows, so the same last index in the
-// same term means the same latest configuration. (hashicorp/raft sets a
-// new configuration a moment before its entry is appended; until then the
-// cache may still say sole, which is safe: a change adds one server at a
-// time, and every quorum of this node plus one other includes this node.)
+// leader's log, within its term, only grows.
+//
+// hashicorp/raft appends a configuration's entry (StoreLogs, then the last
+// index moves) a moment before it makes it the latest configuration, so a
+// reader in between caches the new last index with the old answer, until
+// the next append. That stale "sole" is safe: raft allows one uncommitted
+// change at a time and a change adds one server, so the latest
+// configuration then has this node and one other, and any election the
+// other could win needs this node's vote, which moves its term
+// (soleLeaderIndex reads the term before and after).
 func (n *Node) soleVoterLeading(term uint64) bool {
 	last := n.raft.LastIndex()
 	if c := n.soleLeading.Load(); c != nil && c.term == term && c.last == last {

@@ -590,20 +590,27 @@ func TestSoleVoterReadIndexAsksNoOne(t *testing.T) {
 	if fetched != 0 {
 		t.Fatalf("%d confirmations after the term's first read; a sole voter needs none", fetched)
 	}
-	// A second voter, even one whose addition cannot commit (nobody
-	// answers at its address), ends the shortcut once its entry is in the
-	// log, though the answer for the previous last index was cached.
-	before := n.Raft().LastIndex()
-	_ = n.Raft().AddVoter("n2", raft.ServerAddress(freeAddr(t)), 0, 0) // never answers: n2 cannot vote
-	waitFor(t, "the configuration entry", 10*time.Second, func() bool { return n.Raft().LastIndex() > before })
-	if idx, ok := n.soleLeaderIndex(); ok {
-		t.Fatalf("soleLeaderIndex = %d with a second voter in the latest configuration", idx)
-	}
 	// Before a term's no-op commits, the commit index may still lag
 	// entries of earlier terms (a restart replays them): no shortcut.
+	readTerm := n.readTerm.Load()
 	n.readTerm.Store(0)
 	if idx, ok := n.soleLeaderIndex(); ok {
 		t.Fatalf("soleLeaderIndex = %d before the term's first read committed its no-op", idx)
+	}
+	n.readTerm.Store(readTerm)
+	// A second voter, even one whose addition cannot commit (nobody
+	// answers at its address), ends the shortcut once it is in the latest
+	// configuration, though the answer for the previous last index was
+	// cached. (The node may also step down meanwhile, its lease lapsing
+	// without n2: soleVoterLeading is asked directly.)
+	term := n.currentTerm()
+	if !n.soleVoterLeading(term) {
+		t.Fatal("not a sole voter before the second voter was added")
+	}
+	_ = n.Raft().AddVoter("n2", raft.ServerAddress(freeAddr(t)), 0, 0) // never answers: n2 cannot vote
+	waitFor(t, "n2 in the latest configuration", 10*time.Second, func() bool { return !n.soleVoter() })
+	if n.soleVoterLeading(term) {
+		t.Fatal("soleVoterLeading still says sole with a second voter in the latest configuration")
 	}
 }
 

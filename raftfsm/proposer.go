@@ -2,6 +2,7 @@ package raftfsm
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -38,10 +39,24 @@ type applier interface {
 
 // proposal is one command waiting for Raft to take it.
 type proposal struct {
-	data    []byte
-	timeout time.Duration
-	taken   chan raft.ApplyFuture // buffered: run never blocks on it
+	data     []byte
+	deadline time.Time             // for Raft to take it, as raft.Apply's timeout
+	state    atomic.Int32          // proposalQueued, then Taken or Abandoned
+	taken    chan raft.ApplyFuture // buffered: run never blocks on it
 }
+
+const (
+	proposalQueued    = iota
+	proposalTaken     // handed to raft.Apply (run)
+	proposalAbandoned // its submitter stopped waiting first; never proposed
+)
+
+// failedFuture answers a proposal that never reached Raft.
+type failedFuture struct{ err error }
+
+func (f failedFuture) Error() error  { return f.err }
+func (f failedFuture) Index() uint64 { return 0 }
+func (f failedFuture) Response() any { return nil }
 
 func newProposer() *proposer {
 	p := &proposer{}
@@ -49,28 +64,30 @@ func newProposer() *proposer {
 	return p
 }
 
-// submit queues data and returns the future Raft answered with; stopped
-// is closed when the node closes.
-func (p *proposer) submit(data []byte, timeout time.Duration, stopped <-chan struct{}) (raft.ApplyFuture, error) {
-	pr := &proposal{data: data, timeout: timeout, taken: make(chan raft.ApplyFuture, 1)}
+// submit queues data, to be handed to Raft before deadline (after it,
+// its future fails with raft.ErrEnqueueTimeout). The future arrives on the
+// proposal's taken channel; a submitter that stops waiting calls abandon.
+func (p *proposer) submit(data []byte, deadline time.Time) (*proposal, error) {
+	pr := &proposal{data: data, deadline: deadline, taken: make(chan raft.ApplyFuture, 1)}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.stopped {
-		p.mu.Unlock()
 		return nil, raft.ErrRaftShutdown
 	}
 	p.queue = append(p.queue, pr)
 	p.cond.Signal()
-	p.mu.Unlock()
-	select {
-	case f := <-pr.taken:
-		return f, nil
-	case <-stopped:
-		return nil, raft.ErrRaftShutdown
-	}
+	return pr, nil
 }
 
-// run hands the queued proposals to Raft until stop. Proposals still
-// queued then are never proposed (their submit returns at stopped).
+// abandon withdraws pr unless run has taken it already: true means pr
+// is never proposed.
+func (p *proposer) abandon(pr *proposal) bool {
+	return pr.state.CompareAndSwap(proposalQueued, proposalAbandoned)
+}
+
+// run hands the queued proposals to Raft until stop, skipping abandoned
+// ones. Proposals still queued at stop are never proposed; their
+// submitters return at the node's stop.
 func (p *proposer) run() {
 	for {
 		p.mu.Lock()
@@ -85,8 +102,16 @@ func (p *proposer) run() {
 		p.queue, p.spare = p.spare[:0], nil
 		p.mu.Unlock()
 		for i, pr := range batch {
-			pr.taken <- p.raft.Apply(pr.data, pr.timeout)
 			batch[i] = nil
+			if !pr.state.CompareAndSwap(proposalQueued, proposalTaken) {
+				continue
+			}
+			left := time.Until(pr.deadline)
+			if left <= 0 {
+				pr.taken <- failedFuture{raft.ErrEnqueueTimeout}
+				continue
+			}
+			pr.taken <- p.raft.Apply(pr.data, left)
 		}
 		p.mu.Lock()
 		if p.spare == nil {

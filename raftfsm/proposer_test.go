@@ -61,30 +61,33 @@ func waitQueued(t *testing.T, p *proposer, n int) {
 	}
 }
 
+// submitWait submits data and waits for Raft to take it.
+func submitWait(t *testing.T, p *proposer, data []byte) raft.ApplyFuture {
+	t.Helper()
+	pr, err := p.submit(data, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return <-pr.taken
+}
+
 // Proposals that arrive during an append are held until it ends, then
 // handed to Raft together, in the order they came; Apply is never called
 // while an append is in progress.
 func TestProposerHoldsProposalsDuringAppend(t *testing.T) {
 	p, a, done := startProposer()
-	stopped := make(chan struct{})
-	defer func() { close(stopped); p.stop(); <-done }()
+	defer func() { p.stop(); <-done }()
 
-	// Not appending: a proposal goes straight through.
-	if _, err := p.submit([]byte("first"), time.Second, stopped); err != nil {
-		t.Fatal(err)
-	}
+	submitWait(t, p, []byte("first")) // not appending: straight through
 	p.appendStarted()
 	const n = 5
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	var prs []*proposal
 	for i := range n {
-		waitQueued(t, p, i) // one at a time, so the order is known
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := p.submit(fmt.Appendf(nil, "held-%d", i), time.Second, stopped)
-			errs <- err
-		}()
+		pr, err := p.submit(fmt.Appendf(nil, "held-%d", i), time.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prs = append(prs, pr)
 	}
 	waitQueued(t, p, n)
 	a.mu.Lock()
@@ -94,12 +97,8 @@ func TestProposerHoldsProposalsDuringAppend(t *testing.T) {
 		t.Fatalf("%d commands applied during the append, want only the first", applied-1)
 	}
 	p.appendDone()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, pr := range prs {
+		<-pr.taken
 	}
 	want := []string{"first", "held-0", "held-1", "held-2", "held-3", "held-4"}
 	if fmt.Sprint(a.cmds) != fmt.Sprint(want) || a.during != 0 {
@@ -107,25 +106,53 @@ func TestProposerHoldsProposalsDuringAppend(t *testing.T) {
 	}
 }
 
-// After stop, submit refuses at once and run has returned; a proposal
-// queued but not handed on returns when the node's stop channel closes.
+// An abandoned proposal is never handed to Raft; one whose deadline
+// passed while it was held fails with raft.ErrEnqueueTimeout without
+// reaching Raft; abandoning a proposal already taken reports false.
+func TestProposerAbandonAndDeadline(t *testing.T) {
+	p, a, done := startProposer()
+	defer func() { p.stop(); <-done }()
+	p.appendStarted()
+	gone, err := p.submit([]byte("abandoned"), time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := p.submit([]byte("late"), time.Now().Add(-time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.abandon(gone) {
+		t.Fatal("abandon of a queued proposal reported it taken")
+	}
+	p.appendDone()
+	if f := <-late.taken; !errors.Is(f.Error(), raft.ErrEnqueueTimeout) {
+		t.Fatalf("proposal past its deadline: %v, want ErrEnqueueTimeout", f.Error())
+	}
+	submitWait(t, p, []byte("after")) // run has passed both
+	if p.abandon(late) {
+		t.Fatal("abandon of a proposal already answered reported it withdrawn")
+	}
+	if fmt.Sprint(a.cmds) != "[after]" {
+		t.Fatalf("Raft got %v, want only the proposal after them", a.cmds)
+	}
+	select {
+	case f := <-gone.taken:
+		t.Fatalf("abandoned proposal got a future: %v", f)
+	default:
+	}
+}
+
+// After stop, run has returned, a proposal still queued is never handed
+// on, and submit refuses at once.
 func TestProposerStop(t *testing.T) {
 	p, a, done := startProposer()
-	stopped := make(chan struct{})
 	p.appendStarted() // nothing is handed on
-	res := make(chan error, 1)
-	go func() {
-		_, err := p.submit([]byte("queued"), time.Second, stopped)
-		res <- err
-	}()
-	waitQueued(t, p, 1)
+	if _, err := p.submit([]byte("queued"), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
 	p.stop()
 	<-done
-	close(stopped)
-	if err := <-res; !errors.Is(err, raft.ErrRaftShutdown) {
-		t.Fatalf("queued proposal at stop: %v, want ErrRaftShutdown", err)
-	}
-	if _, err := p.submit([]byte("late"), time.Second, stopped); !errors.Is(err, raft.ErrRaftShutdown) {
+	if _, err := p.submit([]byte("late"), time.Now().Add(time.Minute)); !errors.Is(err, raft.ErrRaftShutdown) {
 		t.Fatalf("submit after stop: %v, want ErrRaftShutdown", err)
 	}
 	if len(a.cmds) != 0 {
