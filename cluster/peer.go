@@ -75,6 +75,12 @@ func (c *Coordinator) servePropose(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, wr)
+	if (cmd.Kind == raftfsm.KindReserve || cmd.Kind == raftfsm.KindReserveBatch) && res.Err == nil {
+		// The follower that forwarded it waits to apply it (see
+		// announceCommit): answer first, then make the commit known.
+		_ = http.NewResponseController(w).Flush()
+		c.announceCommit(r.Context(), res.Index)
+	}
 }
 
 func (c *Coordinator) serveReadIndex(w http.ResponseWriter, r *http.Request) {
