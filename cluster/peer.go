@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/blobnode/blobnode/raftfsm"
 )
@@ -102,8 +103,19 @@ func (c *Coordinator) writeFailure(w http.ResponseWriter, err error) {
 	writeJSON(w, status, we)
 }
 
+// writeJSON answers v with a Content-Length, so the caller has the whole
+// answer, to its end, as soon as it is flushed (servePropose goes on
+// working after answering, and a body not read to its end would cost the
+// caller its connection).
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(b)
 }
