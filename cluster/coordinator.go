@@ -120,6 +120,11 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 	wait := 5 * time.Millisecond
 	for {
 		res, err := c.proposeOnce(ctx, cmd)
+		if err == nil && cmd.Kind != raftfsm.KindNoop {
+			// On the leader: let the followers' reads of it, and an
+			// upload's peers, learn soon that it committed.
+			c.node.Announce(res.Index)
+		}
 		if !errors.Is(err, raftfsm.ErrNotLeader) {
 			return res, err
 		}

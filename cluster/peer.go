@@ -76,11 +76,10 @@ func (c *Coordinator) servePropose(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, wr)
-	if (cmd.Kind == raftfsm.KindReserve || cmd.Kind == raftfsm.KindReserveBatch) && res.Err == nil {
-		// The follower that forwarded it waits to apply it (see
-		// announceCommit): answer first, then make the commit known.
-		_ = http.NewResponseController(w).Flush()
-		c.announceCommit(r.Context(), res.Index)
+	if cmd.Kind != raftfsm.KindNoop {
+		// The follower that forwarded it may wait to apply it (an upload's
+		// Reserve), and so may reads of it there.
+		c.node.Announce(res.Index)
 	}
 }
 

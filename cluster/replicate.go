@@ -17,7 +17,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/blobnode/blobnode/raftfsm"
 	"github.com/blobnode/blobnode/store"
 )
 
@@ -62,7 +61,8 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 		}
 	}
 	if len(peers) > 0 {
-		c.announceCommit(ctx, w.Index)
+		// The peers write only once they have applied the Reserves.
+		c.node.Announce(w.Index)
 	}
 	manifest, err := json.Marshal(w)
 	if err != nil {
@@ -85,26 +85,6 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 		}()
 	}
 	return st, nil
-}
-
-// announceCommit, on the leader, makes sure the other voters soon learn
-// that entry index (an upload's Reserves) committed: the upload's peers
-// write its bytes only once they have applied it, and so does its
-// coordinator when it is a follower. A follower learns a commit index
-// only from an AppendEntries that carries entries (hashicorp/raft's
-// heartbeats carry none), which an idle leader sends every
-// -raft-commit-timeout (50 ms by default): a streamed PUT at one client
-// waited that long, once for its coordinator and once for its peers. When
-// nothing was appended after index, a no-op is proposed, whose replication
-// carries the commit index; under load other entries do it. A failed
-// no-op only leaves the followers waiting as before.
-func (c *Coordinator) announceCommit(ctx context.Context, index uint64) {
-	if !c.node.IsLeader() || c.node.Raft().LastIndex() > index {
-		return
-	}
-	if _, err := c.node.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindNoop}); err != nil {
-		c.log.Debug("no-op to announce a commit failed", "index", index, "err", err)
-	}
 }
 
 // stream is one upload's replication to the other voters. Its methods are

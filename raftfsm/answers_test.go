@@ -62,3 +62,26 @@ func TestProposeAnsweredByStateMachine(t *testing.T) {
 		t.Fatalf("%d waits left after the proposal", len(s.fsm.answers.waiting))
 	}
 }
+
+// ReadPoint: a read at commit index c waits for c until everything up to
+// c is applied, then only for the last entry up to c that was not a no-op
+// (the no-ops after it change nothing a read sees).
+func TestReadPointSkipsTrailingNoops(t *testing.T) {
+	s := newStack(t, memDev, 1)
+	f := s.fsm
+	applyCmds(t, f, Command{Kind: KindInit, Geometry: testGeometry.String()})
+	applyCmds(t, f, Command{Kind: KindReserve, ReservationID: 3, Size: 4096, Deadline: 100})
+	write := f.Applied()
+	applyCmds(t, f, Command{Kind: KindNoop}, Command{Kind: KindNoop})
+	last := f.Applied()
+	if got := f.ReadPoint(last); got != write {
+		t.Fatalf("ReadPoint(%d) = %d after two no-ops; want the write at %d", last, got, write)
+	}
+	if got := f.ReadPoint(last + 1); got != last+1 {
+		t.Fatalf("ReadPoint(%d), beyond what is applied, = %d; want it unchanged", last+1, got)
+	}
+	applyCmds(t, f, Command{Kind: KindNoop}, Command{Kind: KindReserve, ReservationID: 4, Size: 4096, Deadline: 100})
+	if got := f.ReadPoint(last); got != last {
+		t.Fatalf("ReadPoint(%d) = %d with a write applied after it; want it unchanged", last, got)
+	}
+}

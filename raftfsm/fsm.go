@@ -157,6 +157,9 @@ type FSM struct {
 	// being applied (0: none), for answers.
 	requestIDs []uint64
 	answers    answers
+	// batchChanged is the last entry of the batch being applied that is
+	// not a no-op (0: none), for changed.
+	batchChanged uint64
 
 	// update runs fn in one catalog write transaction (cat.Update; tests
 	// inject commit failures here).
@@ -166,9 +169,13 @@ type FSM struct {
 	// must be the same on every node that applies the same log.
 	window uint64
 
-	mu        sync.Mutex // guards applied, fatal, halt, readOnly, roChanged; cond signals their changes
-	cond      *sync.Cond
-	applied   uint64
+	mu      sync.Mutex // guards applied, changed, fatal, halt, readOnly, roChanged; cond signals their changes
+	cond    *sync.Cond
+	applied uint64
+	// changed is the index of the last applied entry that may have
+	// changed what a read sees: every command but a no-op (at open and
+	// restore, everything up to applied may have). See ReadPoint.
+	changed   uint64
 	fatal     error
 	fatalCh   chan struct{} // closed when fatal is set
 	halt      error         // ErrClosed once a batch was abandoned: nothing more is applied
@@ -222,7 +229,7 @@ func Open(ctx context.Context, cat *catalog.DB, alloc Allocator, layout volume.P
 			return nil, err
 		}
 	}
-	f.applied = idx
+	f.applied, f.changed = idx, idx
 	return f, nil
 }
 
@@ -283,6 +290,23 @@ func (f *FSM) Applied() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.applied
+}
+
+// ReadPoint returns the index a read of the state at commit index c must
+// wait for: c, or, once everything up to c is applied here, the last entry
+// up to c that changed anything a read can see. The entries after it are
+// no-ops, and a node that has applied it shows the same as one at c. It
+// matters to followers: one learns that an entry committed only from the
+// leader's next AppendEntries that carries entries, so an index that ends
+// in a no-op announcing a commit (Node.Announce) would make every read
+// wait for another announcement.
+func (f *FSM) ReadPoint(c uint64) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.applied >= c && f.changed <= c {
+		return f.changed
+	}
+	return c
 }
 
 // WaitApplied blocks until the applied index is at least idx, the FSM
@@ -422,6 +446,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.mu.Lock()
 	f.applied = last
+	f.changed = max(f.changed, f.batchChanged)
 	f.cond.Broadcast()
 	f.mu.Unlock()
 	f.answers.deliver(logs, f.requestIDs, out)
@@ -435,6 +460,7 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 	f.pending = f.pending[:0]
 	f.requestIDs = slices.Grow(f.requestIDs[:0], len(logs))[:len(logs)]
 	clear(f.requestIDs)
+	f.batchChanged = 0
 	err := f.update(func(tx *catalog.Tx) error {
 		for i, l := range logs {
 			out[i] = Result{}
@@ -447,6 +473,9 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 				return applyErr
 			}
 			f.requestIDs[i] = cmd.RequestID
+			if cmd.Kind != KindNoop {
+				f.batchChanged = l.Index
+			}
 			res, err := f.applyEntry(tx, l, &cmd)
 			if err != nil {
 				applyErr = fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)
@@ -1050,7 +1079,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.mu.Lock()
-	f.applied = idx
+	f.applied, f.changed = idx, idx
 	f.cond.Broadcast()
 	f.mu.Unlock()
 	return nil

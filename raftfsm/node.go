@@ -82,6 +82,10 @@ type Node struct {
 	// readTerm is the term in which this node, as leader, has applied an
 	// entry of its own: only then is CommitIndex a valid read index.
 	readTerm atomic.Uint64
+	// Announce: the highest index asked for, and a kick for announce.
+	announceMu   sync.Mutex
+	announceWant uint64
+	announceKick chan struct{} // buffered 1
 	// soleLeading caches soleVoter for soleLeaderIndex (see there).
 	soleLeading atomic.Pointer[soleVoterAt]
 	reads       ReadIndexBatcher // of readIndexOnce
@@ -246,7 +250,7 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	}
 	proposals.raft = r
 	n := &Node{raft: r, id: rc.LocalID, fsm: fsm, logs: store, meta: meta, walm: walm, trans: transport, stream: stream, log: cfg.Logger, stop: make(chan struct{}),
-		proposals: proposals, proposerDone: make(chan struct{})}
+		proposals: proposals, proposerDone: make(chan struct{}), announceKick: make(chan struct{}, 1)}
 	go func() {
 		defer close(n.proposerDone)
 		proposals.run()
@@ -255,7 +259,8 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	if n.soleVoter() {
 		n.campaignAlone(rc.LeaderLeaseTimeout)
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
+	go n.announce()
 	go n.watchLeadership()
 	go n.handOffWhileReadOnly()
 	return n, nil
@@ -600,9 +605,69 @@ func (n *Node) readBarrier(ctx context.Context) error {
 // others return ErrNotLeader.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if idx, ok := n.soleLeaderIndex(); ok {
-		return idx, nil
+		return n.fsm.ReadPoint(idx), nil
 	}
-	return n.reads.Index(ctx)
+	idx, err := n.reads.Index(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return n.fsm.ReadPoint(idx), nil
+}
+
+// announceDelay is how long the leader waits, after an entry followers
+// need to learn committed, for another entry to carry the news before it
+// proposes a no-op to (see Announce).
+const announceDelay = 2 * time.Millisecond
+
+// Announce asks that the followers soon learn that entry index committed.
+// A follower learns a commit index only from an AppendEntries that carries
+// entries (hashicorp/raft's heartbeats carry none), which an idle leader
+// sends every CommitTimeout (50 ms by default); until then a follower's
+// read of a write just answered waits, and so do a streamed upload's
+// peers. If this node leads a group and, announceDelay later, nothing was
+// appended after index, the announcer proposes a no-op, whose replication
+// carries the commit index. Under load the next entries do it, and no
+// no-op is made. It never blocks.
+func (n *Node) Announce(index uint64) {
+	if n.raft.State() != raft.Leader {
+		return
+	}
+	n.announceMu.Lock()
+	n.announceWant = max(n.announceWant, index)
+	n.announceMu.Unlock()
+	select {
+	case n.announceKick <- struct{}{}:
+	default: // a kick is pending; it reads the latest index
+	}
+}
+
+// announce is the goroutine behind Announce.
+func (n *Node) announce() {
+	defer n.wg.Done()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.announceKick:
+		}
+		t.Reset(announceDelay)
+		select {
+		case <-n.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		n.announceMu.Lock()
+		want := n.announceWant
+		n.announceMu.Unlock()
+		if n.raft.State() != raft.Leader || n.raft.LastIndex() > want || n.soleVoterLeading(n.currentTerm()) {
+			continue
+		}
+		// Nobody waits: the proposer hands it to Raft and drops its future.
+		_, _ = n.proposals.submit((&Command{Kind: KindNoop}).Encode(), time.Now().Add(time.Second))
+	}
 }
 
 // soleLeaderIndex is ReadIndex without a confirmation, for a leader that
