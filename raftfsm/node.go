@@ -629,8 +629,8 @@ const announceDelay = 2 * time.Millisecond
 // carries the commit index. Under load the next entries do it, and no
 // no-op is made. It never blocks.
 func (n *Node) Announce(index uint64) {
-	if n.raft.State() != raft.Leader {
-		return
+	if n.raft.State() != raft.Leader || n.soleVoterLeading(n.currentTerm()) {
+		return // nobody to tell
 	}
 	n.announceMu.Lock()
 	n.announceWant = max(n.announceWant, index)
