@@ -53,26 +53,26 @@ func (a *answers) await(id uint64, data []byte) (result <-chan Result, cancel fu
 // retry of the same command is answered by whichever of its entries
 // applies first, as the request table answers both alike; another command
 // that reuses the id is refused with ErrRequestIDReused and its waiter
-// learns it from its own future). requestIDs[i] is logs[i]'s request id
-// (0: none); out[i] its result. Called by ApplyBatch once the batch is
+// learns it from its own future). requests[i] is logs[i]'s request (id 0:
+// none); out[i] its result. Called by ApplyBatch once the batch is
 // applied and Applied says so.
-func (a *answers) deliver(logs []*raft.Log, requestIDs []uint64, out []any) {
+func (a *answers) deliver(logs []*raft.Log, requests []entryRequest, out []any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.waiting) == 0 {
 		return
 	}
-	for i, id := range requestIDs {
-		w, ok := a.waiting[id]
-		if id == 0 || !ok {
+	for i, r := range requests {
+		w, ok := a.waiting[r.id]
+		if r.id == 0 || !ok {
 			continue
 		}
 		res, _ := out[i].(Result)
-		if errors.Is(res.Err, ErrRequestIDReused) || entryFingerprint(logs[i].Data) != w.fingerprint {
+		if errors.Is(res.Err, ErrRequestIDReused) || r.fingerprint != w.fingerprint {
 			continue
 		}
 		res.Index = logs[i].Index
 		w.ch <- res
-		delete(a.waiting, id)
+		delete(a.waiting, r.id)
 	}
 }

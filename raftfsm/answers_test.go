@@ -22,7 +22,15 @@ func TestAnswersDeliverByRequestID(t *testing.T) {
 	defer cancel9()
 	logs := []*raft.Log{{Index: 10}, {Index: 11, Data: []byte("eight")}, {Index: 12, Data: []byte("other")}, {Index: 13, Data: []byte("nine")}, {Index: 14, Data: []byte("seven")}}
 	out := []any{Result{Version: 10}, Result{Version: 11}, Result{Version: 12}, Result{Err: ErrRequestIDReused}, Result{Err: ErrNotFound}}
-	a.deliver(logs, []uint64{0, 8, 7, 9, 7}, out)
+	var reqs []entryRequest
+	for i, id := range []uint64{0, 8, 7, 9, 7} {
+		if id != 0 {
+			reqs = append(reqs, entryRequest{id: id, fingerprint: entryFingerprint(logs[i].Data)})
+		} else {
+			reqs = append(reqs, entryRequest{})
+		}
+	}
+	a.deliver(logs, reqs, out)
 	select {
 	case res := <-r7:
 		if res.Index != 14 || res.Err != ErrNotFound {

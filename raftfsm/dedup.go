@@ -111,8 +111,8 @@ func codeErr(code uint64) (refusal error, ok bool) {
 // the recorded Result, and otherwise executes the command, recording its
 // Result if it carries a request id. Everything happens in tx, the batch's
 // transaction: a record commits with the effects it describes, or neither
-// does.
-func (f *FSM) applyEntry(tx *catalog.Tx, l *raft.Log, c *Command) (Result, error) {
+// does. fp is the entry's entryFingerprint when it carries a request id.
+func (f *FSM) applyEntry(tx *catalog.Tx, l *raft.Log, c *Command, fp uint32) (Result, error) {
 	if l.Index > f.window {
 		if _, err := tx.PruneRequests(l.Index - f.window); err != nil {
 			return Result{}, err
@@ -121,9 +121,6 @@ func (f *FSM) applyEntry(tx *catalog.Tx, l *raft.Log, c *Command) (Result, error
 	if c.RequestID == 0 {
 		return f.apply(tx, l.Index, c)
 	}
-	// The entry's bytes are the command's canonical encoding, so an
-	// identical retry has the same fingerprint.
-	fp := entryFingerprint(l.Data)
 	rec, ok, err := tx.GetRequest(c.RequestID)
 	if err != nil {
 		return Result{}, err
@@ -150,6 +147,13 @@ func (f *FSM) applyEntry(tx *catalog.Tx, l *raft.Log, c *Command) (Result, error
 		return Result{}, fmt.Errorf("record request %d: %w", c.RequestID, err)
 	}
 	return res, nil
+}
+
+// entryRequest is an entry's request id and entryFingerprint (both 0
+// without an id).
+type entryRequest struct {
+	id          uint64
+	fingerprint uint32
 }
 
 // entryFingerprint is what tells two commands with the same request id

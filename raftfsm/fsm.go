@@ -153,10 +153,10 @@ type FSM struct {
 	// log order, until its catalog commit succeeds. Used only by the
 	// goroutine that applies.
 	pending []inlineWrite
-	// requestIDs[i] is the request id of the i-th entry of the batch
-	// being applied (0: none), for answers.
-	requestIDs []uint64
-	answers    answers
+	// requests[i] is the request of the i-th entry of the batch being
+	// applied (id 0: none), for answers.
+	requests []entryRequest
+	answers  answers
 	// batchChanged is the last entry of the batch being applied that is
 	// not a no-op (0: none), for changed.
 	batchChanged uint64
@@ -449,7 +449,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	f.changed = max(f.changed, f.batchChanged)
 	f.cond.Broadcast()
 	f.mu.Unlock()
-	f.answers.deliver(logs, f.requestIDs, out)
+	f.answers.deliver(logs, f.requests, out)
 	return out
 }
 
@@ -458,8 +458,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // the transaction (the catalog is unchanged, the allocator is not).
 func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyErr, commitErr error) {
 	f.pending = f.pending[:0]
-	f.requestIDs = slices.Grow(f.requestIDs[:0], len(logs))[:len(logs)]
-	clear(f.requestIDs)
+	f.requests = slices.Grow(f.requests[:0], len(logs))[:len(logs)]
+	clear(f.requests)
 	f.batchChanged = 0
 	err := f.update(func(tx *catalog.Tx) error {
 		for i, l := range logs {
@@ -472,11 +472,15 @@ func (f *FSM) applyOnce(logs []*raft.Log, out []any, from, last uint64) (applyEr
 				applyErr = fmt.Errorf("entry %d: %w", l.Index, err)
 				return applyErr
 			}
-			f.requestIDs[i] = cmd.RequestID
+			if cmd.RequestID != 0 {
+				// The entry's bytes are the command's canonical encoding,
+				// so an identical retry has the same fingerprint.
+				f.requests[i] = entryRequest{id: cmd.RequestID, fingerprint: entryFingerprint(l.Data)}
+			}
 			if cmd.Kind != KindNoop {
 				f.batchChanged = l.Index
 			}
-			res, err := f.applyEntry(tx, l, &cmd)
+			res, err := f.applyEntry(tx, l, &cmd, f.requests[i].fingerprint)
 			if err != nil {
 				applyErr = fmt.Errorf("entry %d (kind %d): %w", l.Index, cmd.Kind, err)
 				return applyErr

@@ -604,12 +604,12 @@ func (n *Node) readBarrier(ctx context.Context) error {
 // began after it did (see ReadIndexBatcher). Only a leader answers;
 // others return ErrNotLeader.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
-	if idx, ok := n.soleLeaderIndex(); ok {
-		return n.fsm.ReadPoint(idx), nil
-	}
-	idx, err := n.reads.Index(ctx)
-	if err != nil {
-		return 0, err
+	idx, ok := n.soleLeaderIndex()
+	if !ok {
+		var err error
+		if idx, err = n.reads.Index(ctx); err != nil {
+			return 0, err
+		}
 	}
 	return n.fsm.ReadPoint(idx), nil
 }
