@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bbolt "go.etcd.io/bbolt"
@@ -109,6 +110,8 @@ type DB struct {
 	mu  sync.RWMutex
 	cur *generation // nil once closed or broken
 	err error       // why cur is nil; wraps ErrClosed
+
+	commits atomic.Uint64 // read-write transactions committed by Update
 }
 
 // generation is one open bbolt file. Restore replaces the current generation;
@@ -365,7 +368,7 @@ func (db *DB) Update(fn func(*Tx) error) error {
 	if err != nil {
 		return err
 	}
-	return g.bdb.Update(func(btx *bbolt.Tx) error {
+	err = g.bdb.Update(func(btx *bbolt.Tx) error {
 		tx := &Tx{tx: btx}
 		defer tx.end()
 		if err := fn(tx); err != nil {
@@ -373,7 +376,15 @@ func (db *DB) Update(fn func(*Tx) error) error {
 		}
 		return tx.flush()
 	})
+	if err == nil {
+		db.commits.Add(1)
+	}
+	return err
 }
+
+// Commits returns how many transactions Update has committed since Open:
+// each writes pages (and, without Options.NoSync, syncs the file).
+func (db *DB) Commits() uint64 { return db.commits.Load() }
 
 // View runs fn in a read-only transaction that sees one consistent state.
 func (db *DB) View(fn func(*Tx) error) error {

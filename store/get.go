@@ -176,6 +176,12 @@ func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *
 // chunk that is corrupt or that the device could not read; any other
 // error means the chunk could not be looked at (the volume is closed, or
 // the record is not self-consistent).
+// chunkBuffer returns a buffer that holds b's largest chunk: a small
+// blob's chunk is the blob, not ChunkSize.
+func chunkBuffer(b catalog.Blob) []byte {
+	return make([]byte, min(b.ChunkSize, b.Size))
+}
+
 func loadChunk(vol *volume.Volume, b catalog.Blob, ext *extents, buf []byte, c int64) ([]byte, error) {
 	start := c * b.ChunkSize
 	chunk := buf[:min(b.ChunkSize, b.Size-start)]
@@ -256,7 +262,7 @@ func (s *Store) List(ctx context.Context, req ListRequest) (ListPage, error) {
 func Verify(vol *volume.Volume, b catalog.Blob) (bad []*ChunkError, err error) {
 	var ext extents
 	ext.add(b.Extents...)
-	buf := make([]byte, b.ChunkSize)
+	buf := chunkBuffer(b)
 	for c := int64(0); c*b.ChunkSize < b.Size; c++ {
 		_, err := loadChunk(vol, b, &ext, buf, c)
 		var ce *ChunkError

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -144,10 +145,53 @@ func TestRepairSkipsReplacedVersion(t *testing.T) {
 	if bad, _ := Verify(s.vol, listed); len(bad) == 0 {
 		t.Fatal("the listed version's page was not reused: the test proves nothing")
 	}
-	if err := s.st.repairBlob(ctx, listed); err != nil {
+	if err := s.st.repairBlob(ctx, listed, true); err != nil {
 		t.Fatalf("repair of a replaced version: %v", err)
 	}
 	if src.calls.Load() != 0 || s.st.ChunkStats().Corrupt != 0 {
 		t.Fatalf("repair of a replaced version fetched %d chunks and counted %d corrupt", src.calls.Load(), s.st.ChunkStats().Corrupt)
+	}
+}
+
+// TestScrubWritesNothingForIntactBlobs: the scrubber reads and verifies
+// blobs this node already holds verified; finding them intact, it writes
+// nothing to the catalog (it once committed a transaction per blob, 256 a
+// second with small blobs, beside the state machine's own batches). A
+// corrupt one is still repaired and counted.
+func TestScrubWritesNothingForIntactBlobs(t *testing.T) {
+	ctx := context.Background()
+	g := volume.Geometry{SpageShift: 12, LpageShift: 16, VolumeSize: 16 << 20}
+	src := &recordingSource{}
+	dev := volume.NewMemDevice(g.VolumeSize, 1)
+	s := newReviewStackOn(t, g, Config{Chunks: src}, dev)
+	for i := range 20 {
+		if err := s.put(ctx, fmt.Sprintf("k%02d", i), bytes.Repeat([]byte{byte('a' + i)}, 1000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := s.localVersion(t, "k07"); !ok {
+		t.Fatal("an inline blob is not marked held verified after its commit: the test proves nothing")
+	}
+	before := s.cat.Commits()
+	if next := s.st.scrubPass("", 1<<30); next != "k19" {
+		t.Fatalf("scrubPass returned %q, want k19 (every blob in one pass)", next)
+	}
+	if got := s.st.ChunkStats().ScrubbedBytes; got < 20*1000 {
+		t.Fatalf("scrubbed %d bytes, want every blob's", got)
+	}
+	if d := s.cat.Commits() - before; d != 0 {
+		t.Fatalf("scrubbing 20 intact blobs committed %d catalog transactions, want 0", d)
+	}
+	if src.calls.Load() != 0 || s.st.ChunkStats().Corrupt != 0 {
+		t.Fatalf("scrubbing intact blobs fetched %d chunks and counted %d corrupt", src.calls.Load(), s.st.ChunkStats().Corrupt)
+	}
+
+	off := s.deviceOffset(t, "k07", 500)
+	if _, err := dev.WriteAt([]byte{'a' + 7 ^ 0x55}, off); err != nil {
+		t.Fatal(err)
+	}
+	s.st.scrubPass("", 1<<30)
+	if src.calls.Load() != 1 || s.st.ChunkStats().Corrupt != 1 {
+		t.Fatalf("scrubbing a corrupt blob fetched %d chunks and counted %d corrupt, want 1 and 1", src.calls.Load(), s.st.ChunkStats().Corrupt)
 	}
 }

@@ -92,8 +92,7 @@ func (s *Store) ReadChunk(ctx context.Context, key string, version uint64, c int
 	}
 	var ext extents
 	ext.add(b.Extents...)
-	buf := make([]byte, b.ChunkSize)
-	return loadChunk(s.vol, b, &ext, buf, c)
+	return loadChunk(s.vol, b, &ext, chunkBuffer(b), c)
 }
 
 // repairBatch bounds the blobs one pass of the repairer looks at, and
@@ -145,6 +144,7 @@ func (s *Store) repairer() {
 // a second.
 func (s *Store) scrubPass(after string, budget int64) string {
 	var todo []catalog.Blob
+	var marked []bool
 	var size int64
 	_ = s.fsm.View(func(tx *catalog.Tx) error {
 		blobs, _, err := tx.ListBlobs("", after, repairBatch)
@@ -155,7 +155,12 @@ func (s *Store) scrubPass(after string, budget int64) string {
 			if len(todo) > 0 && size+b.Size > budget {
 				break
 			}
+			v, ok, err := tx.LocalVersion(b.Key)
+			if err != nil {
+				return err
+			}
 			todo = append(todo, b)
+			marked = append(marked, ok && v == b.Version)
 			size += b.Size
 		}
 		return nil
@@ -165,9 +170,9 @@ func (s *Store) scrubPass(after string, budget int64) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for _, b := range todo {
+	for i, b := range todo {
 		s.scrubbedBytes.Add(uint64(b.Size))
-		if err := s.repairBlob(ctx, b); err != nil {
+		if err := s.repairBlob(ctx, b, marked[i]); err != nil {
 			s.log.Warn("scrub: a blob could not be repaired", "key", b.Key, "version", b.Version, "err", err)
 		}
 	}
@@ -212,7 +217,7 @@ func (s *Store) repairPass(after string) (string, error) {
 			return "", nil
 		default:
 		}
-		if err := s.repairBlob(ctx, b); err != nil {
+		if err := s.repairBlob(ctx, b, false); err != nil {
 			s.log.Debug("repair blob", "key", b.Key, "version", b.Version, "err", err)
 		}
 	}
@@ -223,8 +228,11 @@ func (s *Store) repairPass(after string) (string, error) {
 }
 
 // repairBlob verifies every chunk of b here, fetches and writes back the
-// ones that fail, and marks b held verified once all do.
-func (s *Store) repairBlob(ctx context.Context, b catalog.Blob) error {
+// ones that fail, and marks b held verified once all do. marked says b's
+// version already is: a blob the scrubber finds intact is then left as
+// it is (a catalog write per scrubbed blob would cost the scrubber more
+// than its reads).
+func (s *Store) repairBlob(ctx context.Context, b catalog.Blob, marked bool) error {
 	if b.Version > s.fsm.Applied() {
 		return nil // its inline bytes may not be written yet
 	}
@@ -240,6 +248,9 @@ func (s *Store) repairBlob(ctx context.Context, b catalog.Blob) error {
 	bad, err := Verify(s.vol, b)
 	if err != nil {
 		return err
+	}
+	if len(bad) == 0 && marked {
+		return nil
 	}
 	if len(bad) > 0 && !s.stillCurrent(b) {
 		// b was replaced or deleted since the pass listed it, and its

@@ -69,6 +69,7 @@ func (m *nodeMetrics) watch(node *raftfsm.Node, st *storage) {
 	counter("blobnode_journal_checkpoints_total", "Journal log resets.", func() float64 { return float64(j.Stats().Checkpoints) })
 	counter("blobnode_data_syncs_total", "Batched fdatasyncs of blob data.", func() float64 { return float64(st.vol.SyncStats().Syncs) })
 	counter("blobnode_data_sync_requests_total", "Requests for a data sync (many share one).", func() float64 { return float64(st.vol.SyncStats().Calls) })
+	counter("blobnode_catalog_commits_total", "Catalog write transactions committed (the state machine's batches, local marks).", func() float64 { return float64(st.cat.Commits()) })
 
 	gauge("blobnode_volume_free_bytes", "Free heap bytes.", func() float64 { return float64(st.alloc.Stats().FreeBytes) })
 	gauge("blobnode_volume_used_bytes", "Allocated heap bytes.", func() float64 { return float64(st.alloc.Stats().UsedBytes) })
