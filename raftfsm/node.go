@@ -17,6 +17,7 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 	walmetrics "github.com/hashicorp/raft-wal/metrics"
+	"github.com/hashicorp/raft-wal/segment"
 )
 
 // NodeConfig configures the Raft node that drives the FSM.
@@ -154,8 +155,9 @@ func StartNode(ctx context.Context, cfg NodeConfig, fsm *FSM) (*Node, error) {
 	}
 	walm := walmetrics.NewAtomicCollector(wal.MetricDefinitions)
 	meta := &metadb.BoltMetaDB{}
-	segment := wal.WithSegmentSize(cmp.Or(cfg.LogSegmentSize, wal.DefaultSegmentSize))
-	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger), wal.WithMetricsCollector(walm), wal.WithMetaStore(meta), segment)
+	segmentSize := cmp.Or(cfg.LogSegmentSize, wal.DefaultSegmentSize)
+	store, err := wal.Open(walDir, wal.WithLogger(rc.Logger), wal.WithMetricsCollector(walm), wal.WithMetaStore(meta),
+		wal.WithSegmentSize(segmentSize), wal.WithSegmentFiler(segment.NewFiler(walDir, newZeroAheadFS())))
 	if err != nil {
 		meta.Close()
 		return nil, fmt.Errorf("raftfsm: open log store: %w", err)
