@@ -21,8 +21,9 @@ type testGroup struct {
 
 func newTestGroup(t *testing.T, n int) *testGroup {
 	g := &testGroup{t: t, stacks: make([]*stack, n), nodes: make([]*Node, n)}
+	addrs := freeAddrs(t, n)
 	for i := range n {
-		g.peers = append(g.peers, raft.Server{ID: raft.ServerID(nodeName(i)), Address: raft.ServerAddress(freeAddr(t)), Suffrage: raft.Voter})
+		g.peers = append(g.peers, raft.Server{ID: raft.ServerID(nodeName(i)), Address: raft.ServerAddress(addrs[i]), Suffrage: raft.Voter})
 		g.dirs = append(g.dirs, t.TempDir())
 		g.stacks[i] = newStack(t, fileDev, uint64(i+1))
 	}
