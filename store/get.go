@@ -171,17 +171,17 @@ func copyVerified(ctx context.Context, vol *volume.Volume, b catalog.Blob, ext *
 	return nil
 }
 
-// loadChunk reads chunk c of blob b into buf (at least b.ChunkSize bytes)
-// and verifies it. It returns the chunk's bytes, or a *ChunkError for a
-// chunk that is corrupt or that the device could not read; any other
-// error means the chunk could not be looked at (the volume is closed, or
-// the record is not self-consistent).
 // chunkBuffer returns a buffer that holds b's largest chunk: a small
 // blob's chunk is the blob, not ChunkSize.
 func chunkBuffer(b catalog.Blob) []byte {
 	return make([]byte, min(b.ChunkSize, b.Size))
 }
 
+// loadChunk reads chunk c of blob b into buf (at least b's largest
+// chunk, see chunkBuffer) and verifies it. It returns the chunk's bytes,
+// or a *ChunkError for a chunk that is corrupt or that the device could
+// not read; any other error means the chunk could not be looked at (the
+// volume is closed, or the record is not self-consistent).
 func loadChunk(vol *volume.Volume, b catalog.Blob, ext *extents, buf []byte, c int64) ([]byte, error) {
 	start := c * b.ChunkSize
 	chunk := buf[:min(b.ChunkSize, b.Size-start)]
