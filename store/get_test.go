@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -157,17 +158,40 @@ func TestRepairSkipsReplacedVersion(t *testing.T) {
 // blobs this node already holds verified; finding them intact, it writes
 // nothing to the catalog (it once committed a transaction per blob, 256 a
 // second with small blobs, beside the state machine's own batches). A
-// corrupt one is still repaired and counted.
+// corrupt one is still repaired and counted. With the old catalog's marks
+// of an unclean start at hand (OldMarks), it is the same: those serve the
+// repairer's unmarked blobs, not a blob the scrubber is to read.
 func TestScrubWritesNothingForIntactBlobs(t *testing.T) {
+	for _, inherited := range []bool{false, true} {
+		t.Run(fmt.Sprintf("old marks %v", inherited), func(t *testing.T) { testScrubWritesNothing(t, inherited) })
+	}
+}
+
+func testScrubWritesNothing(t *testing.T, inherited bool) {
 	ctx := context.Background()
 	g := volume.Geometry{SpageShift: 12, LpageShift: 16, VolumeSize: 16 << 20}
 	src := &recordingSource{}
 	dev := volume.NewMemDevice(g.VolumeSize, 1)
-	s := newReviewStackOn(t, g, Config{Chunks: src}, dev)
+	cfg := Config{Chunks: src}
+	var oldMu sync.Mutex // the repairer may ask while the test fills it
+	old := map[string]uint64{}
+	if inherited {
+		cfg.OldMarks = func(key string) (uint64, bool) {
+			oldMu.Lock()
+			defer oldMu.Unlock()
+			v, ok := old[key]
+			return v, ok
+		}
+	}
+	s := newReviewStackOn(t, g, cfg, dev)
 	for i := range 20 {
-		if err := s.put(ctx, fmt.Sprintf("k%02d", i), bytes.Repeat([]byte{byte('a' + i)}, 1000+i)); err != nil {
+		key := fmt.Sprintf("k%02d", i)
+		if err := s.put(ctx, key, bytes.Repeat([]byte{byte('a' + i)}, 1000+i)); err != nil {
 			t.Fatal(err)
 		}
+		oldMu.Lock()
+		old[key] = s.blob(t, key).Version
+		oldMu.Unlock()
 	}
 	if _, ok := s.localVersion(t, "k07"); !ok {
 		t.Fatal("an inline blob is not marked held verified after its commit: the test proves nothing")

@@ -236,7 +236,7 @@ func (s *Store) repairBlob(ctx context.Context, b catalog.Blob, marked bool) err
 	if b.Version > s.fsm.Applied() {
 		return nil // its inline bytes may not be written yet
 	}
-	if s.cfg.OldMarks != nil {
+	if s.cfg.OldMarks != nil && !marked { // the scrubber reads what it scrubs
 		if v, ok := s.cfg.OldMarks(b.Key); ok && v == b.Version {
 			err := s.fsm.MarkLocal(b.Key, b.Version)
 			if err == nil {
