@@ -13,6 +13,9 @@
 // "unreachable: dial tcp 127.0.0.1:8080: connect: connection refused".
 // It is pure Go, the healthcheck of the FROM scratch image in deploy/.
 //
+// Unless GOGC is set, the node runs Go's collector at GOGC=400 (see
+// defaultGCPercent); GOGC and GOMEMLIMIT work as for any Go program.
+//
 // Logs go to stderr, one record a line, as JSON or as slog's key=value
 // text (-log-format json|text; by default text when stderr is a terminal,
 // JSON when it is not). Raft's own records are structured the same way,
@@ -47,6 +50,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "blobnode:", err)
 		os.Exit(2)
 	}
+	tuneGC(os.Getenv)
 	log := newLogger(os.Stderr, cfg.logFormat, cfg.logLevel, isTerminal(os.Stderr))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
