@@ -269,7 +269,7 @@ func TestAllocatorAheadOfCatalog(t *testing.T) {
 	applyLogs(t, v.fsm, logs[k:l], r, 16)
 	v.shutdown()
 
-	db := openCatalog(t, filepath.Join(v.dir, "catalog.db"))
+	db := openCatalog(t, filepath.Join(v.dir, "catalog.db"), false)
 	if err := db.Restore(&old); err != nil {
 		t.Fatalf("restore old catalog: %v", err)
 	}

@@ -87,6 +87,9 @@ type stack struct {
 	// forceRebuild makes the next open rebuild the allocator, as the daemon
 	// does after an unclean stop.
 	forceRebuild bool
+	// catalogNoSync opens the catalog as the daemon does (see
+	// openCatalog), for benchmarks: nothing in a test can then crash it.
+	catalogNoSync bool
 }
 
 func newStack(t testing.TB, kind devKind, seed uint64) *stack {
@@ -169,7 +172,7 @@ func (s *stack) open() {
 	}
 	s.alloc = alloc
 	if s.cat == nil {
-		s.cat = openCatalog(t, filepath.Join(s.dir, "catalog.db"))
+		s.cat = openCatalog(t, filepath.Join(s.dir, "catalog.db"), s.catalogNoSync)
 	}
 	s.allocAppliedAtOpen = alloc.AppliedIndex()
 	s.catAppliedAtOpen = catalogApplied(t, s.cat)
@@ -185,9 +188,9 @@ func (s *stack) open() {
 // with NoSync; a test cannot make bbolt lose page-cache writes, so here the
 // catalog is the durable side and the MemDevice allocator the one that
 // loses writes).
-func openCatalog(t testing.TB, path string) *catalog.DB {
+func openCatalog(t testing.TB, path string, noSync bool) *catalog.DB {
 	t.Helper()
-	db, err := catalog.Open(path, catalog.Options{InitialMmapSize: 16 << 20, Timeout: 5 * time.Second})
+	db, err := catalog.Open(path, catalog.Options{InitialMmapSize: 16 << 20, Timeout: 5 * time.Second, NoSync: noSync})
 	if err != nil {
 		t.Fatalf("open catalog: %v", err)
 	}
