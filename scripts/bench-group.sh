@@ -4,6 +4,9 @@
 #
 #   one node (-volume-size as each node of the group), 16 clients:
 #     1 KiB PUT x N_1K, 1 MiB PUT x N_1M                     (the baselines)
+#   three unreplicated one-node groups at once, 6+5+5 clients, each blob on
+#     one of them: 1 KiB PUT x N_1K and 1 MiB PUT x N_1M to each (what the
+#     machine gives three nodes; a group writes every blob on all three)
 #   it is stopped, then a group of three is formed (n1..n3), and:
 #     1 KiB PUT x N_1K spread over the three nodes, 16 clients
 #     1 KiB GET of those keys, 16 clients, all at the leader, then all at one follower
@@ -190,6 +193,59 @@ single_1m=$rate single_1m_cpu=$last_cpu single_sync_1m=${last_sync[single]}
 stop_pid "$single_pid" # the group has the machine to itself
 rm -rf "$work/single"
 
+# --- three unreplicated nodes: what this machine gives three copies --------
+#
+# Three one-node groups, each with its own volume on the same disk, the 16
+# clients split among them (6, 5, 5), each blob written to one of them,
+# as many blobs to each as the group is given in all (so as many bytes
+# reach the disk as the group writes): the machine's aggregate for three
+# nodes at once, with no replication. A group writes every blob on all
+# three, so a third of this aggregate is what the machine leaves a group's
+# blobs if replication itself cost nothing.
+names=(u1 u2 u3)
+for n in "${names[@]}"; do
+	http_of[$n]=127.0.0.1:$(free_port)
+	mkdir -p "$work/$n"
+	start "$work/$n.log" "$work/blobnode" -data-dir "$work/$n" -http-addr "${http_of[$n]}" \
+		-raft-addr "127.0.0.1:$(free_port)" -volume-size "$volume_size" -log-level info
+	pid_of[$n]=$last_pid
+done
+for n in "${names[@]}"; do
+	wait_http "http://${http_of[$n]}/readyz" "${pid_of[$n]}" || { cat "$work/$n.log" >&2; exit 1; }
+done
+# unreplicated SIZE N: the three nodes' aggregate PUTs/s in $rate.
+unreplicated() {
+	local size=$1 n=$2 i=0 c t0 t1 got=0 tools=() u
+	echo "## three unreplicated nodes (${http_of[u1]}, ${http_of[u2]}, ${http_of[u3]}): $size x $n each, 6+5+5 clients"
+	t0=$(date +%s.%N)
+	for u in "${names[@]}"; do
+		c=$((i == 0 ? 6 : 5))
+		"$work/blobbench" -addr "http://${http_of[$u]}" -n "$n" -size "$size" -c "$c" -ops put \
+			-prefix "bench/unreplicated/$size/" -duration "$phase_cap" -timeout 30s >"$work/$u.out" &
+		tools+=($!)
+		i=$((i + 1))
+	done
+	for i in "${tools[@]}"; do
+		wait "$i" || status=1
+	done
+	t1=$(date +%s.%N)
+	for u in "${names[@]}"; do
+		awk '$1 == "put"' "$work/$u.out"
+		got=$((got + $(awk '$1 == "put" { print $2 - $3 }' "$work/$u.out")))
+	done
+	rate=$(awk -v n="$got" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')
+	echo "aggregate: $got PUTs in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') s, $rate/s"
+	echo
+}
+unreplicated 1KiB "$n_1k"
+unrep_1k=$rate
+unreplicated 1MiB "$n_1m"
+unrep_1m=$rate
+for n in "${names[@]}"; do
+	stop_pid "${pid_of[$n]}"
+	rm -rf "${work:?}/$n"
+done
+
 # --- the group -----------------------------------------------------------
 
 openssl rand -hex 32 >"$work/secret"
@@ -282,6 +338,14 @@ row "1 KiB PUT, group spread / one node" "$group_1k" "$single_1k" 0.5 "$group_1k
 row "1 MiB PUT, group spread / one node" "$group_1m" "$single_1m" 0.5 "$group_1m_cpu" "$single_1m_cpu"
 row "1 KiB GET, follower $follower / leader $leader" "$follower_get" "$leader_get" 0.7 "$follower_get_cpu" "$leader_get_cpu"
 awk -v f="$follower_get_c1" -v l="$leader_get_c1" 'BEGIN { printf "(1 client: 1 KiB GET follower %.1f/s, leader %.1f/s, %.2fx)\n", f, l, (l > 0 ? f / l : 0) }'
+echo
+echo "## the machine's share for a group: three unreplicated nodes at once (each blob on one), a third of their aggregate"
+printf '%-40s %10s %10s %10s %10s\n' figure aggregate "a third" group "of a third"
+for sz in 1k 1m; do
+	u=unrep_$sz g=group_$sz
+	awk -v s="$sz" -v u="${!u}" -v g="${!g}" 'BEGIN {
+		printf "%-40s %10.1f %10.1f %10.1f %9.2fx\n", (s == "1k" ? "1 KiB PUT" : "1 MiB PUT") ", 16 clients", u, u / 3, g, (u > 0 ? g / (u / 3) : 0) }'
+done
 echo
 echo "## fsyncs per PUT per node (data syncs + journal fsyncs + Raft log appends) / PUTs"
 printf '%-16s %10s %10s %10s %10s\n' node "1KiB c=1" "1KiB c=16" "1MiB c=1" "1MiB c=16"
