@@ -141,11 +141,12 @@ func prepareNode(t testing.TB, dir string, flags ...string) *node {
 // ports of the loopback IP ip (a cluster gives each node an IP of its own).
 func prepareNodeOn(t testing.TB, ip, dir string, flags ...string) *node {
 	t.Helper()
+	addrs := freeAddrsOn(t, ip, 2)
 	n := &node{
 		t:        t,
 		dir:      dir,
-		httpAddr: freeAddrOn(t, ip),
-		raftAddr: freeAddrOn(t, ip),
+		httpAddr: addrs[0],
+		raftAddr: addrs[1],
 		flags:    flags,
 		logPath:  filepath.Join(t.TempDir(), "blobnode.log"),
 	}
@@ -170,21 +171,30 @@ func (n *node) useTLS(cfg *tls.Config) {
 // freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	return freeAddrOn(t, "127.0.0.1")
+	return freeAddrsOn(t, "127.0.0.1", 1)[0]
 }
 
-// freeAddrOn returns ip:port with a port of ip that was free a moment ago.
-func freeAddrOn(t testing.TB, ip string) string {
+// freeAddrs returns n loopback addresses, no two with the same port.
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	return freeAddrsOn(t, "127.0.0.1", n)
+}
+
+// freeAddrsOn returns n addresses ip:port whose ports were free a moment
+// ago, all different: every listener is held until the last is chosen
+// (closed one by one, the kernel may hand the same port out twice).
+func freeAddrsOn(t testing.TB, ip string, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	return addr
+	return addrs
 }
 
 func (n *node) running() bool {

@@ -82,7 +82,8 @@ func TestSecondInstanceOnSameDataDir(t *testing.T) {
 	n := newNode(t, reviewSnapFlags...)
 	blobs := reviewFillPastSnapshot(t, n, 60)
 
-	cmd := exec.Command(blobnodeBin, "-data-dir", n.dir, "-http-addr", freeAddr(t), "-raft-addr", freeAddr(t))
+	addrs := freeAddrs(t, 2)
+	cmd := exec.Command(blobnodeBin, "-data-dir", n.dir, "-http-addr", addrs[0], "-raft-addr", addrs[1])
 	cmd.Env = nodeEnv()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -132,7 +133,8 @@ func TestSecondInstanceOnSameDataDir(t *testing.T) {
 // would be refused), and the next start formats afresh and serves.
 func TestKilledWhileFormatting(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(blobnodeBin, "-data-dir", dir, "-http-addr", freeAddr(t), "-raft-addr", freeAddr(t),
+	addrs := freeAddrs(t, 2)
+	cmd := exec.Command(blobnodeBin, "-data-dir", dir, "-http-addr", addrs[0], "-raft-addr", addrs[1],
 		"-volume-size", "2GiB", "-zero-volume")
 	cmd.Env = nodeEnv()
 	stderr, err := cmd.StderrPipe()
@@ -196,7 +198,8 @@ func TestIncompleteDataDir(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		out, err := exec.CommandContext(ctx, blobnodeBin, "-data-dir", n.dir, "-http-addr", freeAddr(t), "-raft-addr", freeAddr(t)).CombinedOutput()
+		addrs := freeAddrs(t, 2)
+		out, err := exec.CommandContext(ctx, blobnodeBin, "-data-dir", n.dir, "-http-addr", addrs[0], "-raft-addr", addrs[1]).CombinedOutput()
 		if err == nil || ctx.Err() != nil {
 			t.Fatalf("started (or hung) on an incomplete data directory: %v\n%s", err, out)
 		}
