@@ -118,8 +118,19 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 		cmd.RequestID = c.ids.next()
 	}
 	wait := 5 * time.Millisecond
+	renumbered := 0
 	for {
 		res, err := c.proposeOnce(ctx, cmd)
+		if err == nil && errors.Is(res.Err, raftfsm.ErrRequestIDReused) && renumbered < maxRenumbers {
+			// Another proposer's command holds the id (their prefixes
+			// met): the state machine executed nothing for this entry,
+			// and none of this command's attempts ever applied, or the
+			// id would hold this command. A fresh random id is as safe as
+			// the first, and the client never sees the collision.
+			cmd.RequestID = raftfsm.RandomID()
+			renumbered++
+			continue
+		}
 		if err == nil && cmd.Kind != raftfsm.KindNoop {
 			// On the leader: let the followers' reads of it, and an
 			// upload's peers, learn soon that it committed.
@@ -162,6 +173,10 @@ func (g *requestIDs) start() {
 	g.prefix = r &^ (1<<(64-requestIDPrefixBits) - 1)
 	g.counter.Store(r & (1<<(64-requestIDPrefixBits) - 1))
 }
+
+// maxRenumbers bounds how often Propose draws a new id for one command
+// whose id another command holds.
+const maxRenumbers = 3
 
 // next returns a new request id, never 0.
 func (g *requestIDs) next() uint64 {

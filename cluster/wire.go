@@ -31,6 +31,9 @@ var refusalCodes = map[string]error{
 	"Duplicate":          raftfsm.ErrDuplicate,
 	"Invalid":            raftfsm.ErrInvalid,
 	"GeometryMismatch":   raftfsm.ErrGeometryMismatch,
+	// Not a recorded outcome: the entry was refused for its request id;
+	// the forwarding node draws another (Coordinator.Propose).
+	"RequestIDReused": raftfsm.ErrRequestIDReused,
 }
 
 func encodeResult(r raftfsm.Result) (wireResult, error) {

@@ -1,6 +1,7 @@
 package raftfsm
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -466,4 +467,16 @@ func DecodeCommand(data []byte) (Command, error) {
 		return Command{}, fmt.Errorf("%w: negative size", ErrBadCommand)
 	}
 	return c, nil
+}
+
+// RandomID returns 64 random bits, never 0: an id no one else is drawing
+// (a reservation's, or a request id that must not collide).
+func RandomID() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
 }

@@ -5,12 +5,11 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/blobnode/blobnode/catalog"
+	"github.com/blobnode/blobnode/internal/solevoter"
 	"github.com/blobnode/blobnode/raftfsm"
 	"github.com/blobnode/blobnode/space"
 	"github.com/blobnode/blobnode/volume"
@@ -27,17 +26,6 @@ type reviewStack struct {
 	st    *Store
 }
 
-func reviewFreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 func newReviewStack(t testing.TB, g volume.Geometry, cfg Config) *reviewStack {
 	t.Helper()
 	return newReviewStackOn(t, g, cfg, volume.NewMemDevice(g.VolumeSize, 1))
@@ -47,51 +35,13 @@ func newReviewStack(t testing.TB, g volume.Geometry, cfg Config) *reviewStack {
 // fail on command.
 func newReviewStackOn(t testing.TB, g volume.Geometry, cfg Config, dev volume.Device) *reviewStack {
 	t.Helper()
-	dir := t.TempDir()
-	log := slog.New(slog.DiscardHandler)
-	vol, err := space.FormatVolume(dev, volume.FormatOptions{Geometry: g})
-	if err != nil {
-		t.Fatalf("format: %v", err)
-	}
-	alloc, err := space.Open(vol)
-	if err != nil {
-		t.Fatalf("space.Open: %v", err)
-	}
-	cat, err := catalog.Open(filepath.Join(dir, "catalog.db"), catalog.Options{NoSync: true, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("catalog.Open: %v", err)
-	}
-	fsm, err := raftfsm.Open(context.Background(), cat, alloc, vol.Superblock().Placement(), log, false)
-	if err != nil {
-		t.Fatalf("raftfsm.Open: %v", err)
-	}
-	fsm.AttachData(vol)
-	node, err := raftfsm.StartNode(context.Background(), raftfsm.NodeConfig{ID: "n1", Dir: filepath.Join(dir, "raft"), BindAddr: reviewFreeAddr(t), Bootstrap: true, Logger: log}, fsm)
-	if err != nil {
-		t.Fatalf("StartNode: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for !node.IsLeader() {
-		if ctx.Err() != nil {
-			t.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond) // polling with a deadline
-	}
-	if err := node.ReadBarrier(ctx); err != nil {
-		t.Fatalf("ReadBarrier: %v", err)
-	}
+	one := solevoter.Start(t, g, dev)
 	if cfg.Logger == nil {
-		cfg.Logger = log
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &reviewStack{vol: vol, alloc: alloc, cat: cat, fsm: fsm, node: node}
-	s.st = New(node, fsm, vol, cfg)
-	t.Cleanup(func() {
-		s.st.Close()
-		node.Close()
-		cat.Close()
-		vol.Close()
-	})
+	s := &reviewStack{vol: one.Vol, alloc: one.Alloc, cat: one.Cat, fsm: one.FSM, node: one.Node}
+	s.st = New(one.Node, one.FSM, one.Vol, cfg)
+	t.Cleanup(func() { s.st.Close() })
 	return s
 }
 

@@ -99,7 +99,7 @@ func (p *reservationPool) refill(class int64) {
 	}()
 	ids := make([]uint64, poolBatch)
 	for i := range ids {
-		ids[i] = newReservationID()
+		ids[i] = raftfsm.RandomID()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -173,7 +173,7 @@ func (u *upload) reserve(ctx context.Context, size int64) error {
 }
 
 func (u *upload) reserveNew(ctx context.Context, size int64) error {
-	id := newReservationID()
+	id := raftfsm.RandomID()
 	deadline := u.s.cfg.Now().Add(u.s.cfg.ReservationTTL).UnixNano()
 	u.track(deadline)
 	u.noteLease(deadline)
@@ -411,7 +411,7 @@ func (s *Store) putInline(ctx context.Context, req PutRequest) (BlobInfo, error)
 	if whole := crc32.Checksum(data, castagnoli); req.CRC32C != nil && *req.CRC32C != whole {
 		return BlobInfo{}, fmt.Errorf("%w: crc32c %08x, body %08x", ErrBadDigest, *req.CRC32C, whole)
 	}
-	identity := newReservationID()
+	identity := raftfsm.RandomID()
 	c := &raftfsm.Command{
 		Kind: raftfsm.KindCommitInline, Size: req.Size, Key: req.Key,
 		ContentType: req.ContentType, Created: s.cfg.Now().UnixNano(),

@@ -22,7 +22,6 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -396,16 +395,6 @@ func parseETag(tag string) uint64 {
 		return 0
 	}
 	return v
-}
-
-func newReservationID() uint64 {
-	var b [8]byte
-	for {
-		rand.Read(b[:])
-		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
-			return id
-		}
-	}
 }
 
 // mapErr turns Raft and state-machine errors into the store's.
