@@ -204,7 +204,7 @@ func (s *server) putBlob(w http.ResponseWriter, r *http.Request) {
 		CRC32C:      crc,
 		Cond:        cond,
 	})
-	s.metrics.bytesIn.WithLabelValues(routeBlob).Add(float64(body.n))
+	s.metrics.blobBytesIn().Add(float64(body.n))
 	if err != nil {
 		if body.err != nil {
 			// The body's own failure is the cause, whatever the store
