@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,16 +36,31 @@ func newSigner(secret []byte) signer {
 	return signer{key: raftfsm.PeerKey(secret, "peer api"), now: time.Now}
 }
 
-func (s signer) mac(method, uri string, ts int64) []byte {
+// bodyDigestHeader carries the SHA-256 of a request's whole body, which
+// the MAC covers: a signature seen on the wire cannot be reused for
+// another body (another command, another node to remove). Streamed
+// bodies (PUT /peer/data) carry none; their chunks are checked against
+// the checksums the log commits before anything of them is served.
+const bodyDigestHeader = "X-Blobnode-Body-Sha256"
+
+func (s signer) mac(method, uri string, ts int64, bodyDigest string) []byte {
 	m := hmac.New(sha256.New, s.key)
-	fmt.Fprintf(m, "%s %s %d", method, uri, ts)
+	fmt.Fprintf(m, "%s %s %d %s", method, uri, ts, bodyDigest)
 	return m.Sum(nil)
 }
 
-// sign adds the Authorization header to req.
-func (s signer) sign(req *http.Request) {
+// sign adds the Authorization header to req. body is req's whole body,
+// which the signature then covers, or nil for a request without one or
+// with a streamed one.
+func (s signer) sign(req *http.Request, body []byte) {
+	digest := ""
+	if body != nil {
+		sum := sha256.Sum256(body)
+		digest = hex.EncodeToString(sum[:])
+		req.Header.Set(bodyDigestHeader, digest)
+	}
 	ts := s.now().Unix()
-	req.Header.Set("Authorization", authScheme+strconv.FormatInt(ts, 10)+"."+hex.EncodeToString(s.mac(req.Method, req.URL.RequestURI(), ts)))
+	req.Header.Set("Authorization", authScheme+strconv.FormatInt(ts, 10)+"."+hex.EncodeToString(s.mac(req.Method, req.URL.RequestURI(), ts, digest)))
 }
 
 // verify checks req's Authorization header.
@@ -62,8 +78,33 @@ func (s signer) verify(req *http.Request) error {
 		return fmt.Errorf("%w: timestamp %v away from this node's clock", ErrPeerAuth, d.Round(time.Second))
 	}
 	got, err := hex.DecodeString(macText)
-	if err != nil || !hmac.Equal(got, s.mac(req.Method, req.RequestURI, ts)) {
+	if err != nil || !hmac.Equal(got, s.mac(req.Method, req.RequestURI, ts, req.Header.Get(bodyDigestHeader))) {
 		return fmt.Errorf("%w: wrong MAC (another cluster secret?)", ErrPeerAuth)
 	}
 	return nil
+}
+
+// errBodyTooLarge: a whole body over the limit of its endpoint.
+var errBodyTooLarge = errors.New("cluster: peer request body too large")
+
+// readSignedBody reads req's whole body, at most limit bytes, once verify
+// has accepted req, and checks it against the digest its signature
+// covers: a body without one, or another body than the one signed, is
+// refused with ErrPeerAuth.
+func readSignedBody(req *http.Request, limit int64) ([]byte, error) {
+	want, err := hex.DecodeString(req.Header.Get(bodyDigestHeader))
+	if err != nil || len(want) != sha256.Size {
+		return nil, fmt.Errorf("%w: the body is not signed", ErrPeerAuth)
+	}
+	b, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read the peer request body: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: over %d bytes", errBodyTooLarge, limit)
+	}
+	if got := sha256.Sum256(b); !hmac.Equal(got[:], want) {
+		return nil, fmt.Errorf("%w: the body is not the one signed", ErrPeerAuth)
+	}
+	return b, nil
 }

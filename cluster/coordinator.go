@@ -292,7 +292,7 @@ func (c *Coordinator) forgetAPI(addr raft.ServerAddress) {
 // raftfsm.ErrNotLeader: nothing happened and it may be tried elsewhere.
 // One whose answer was lost is errUnknownOutcome.
 func (c *Coordinator) call(ctx context.Context, addr raft.ServerAddress, method, path string, body []byte, out any) error {
-	resp, err := c.send(ctx, addr, method, path, bytes.NewReader(body))
+	resp, err := c.send(ctx, addr, method, path, body)
 	var unsent *unsentError
 	switch {
 	case errors.As(err, &unsent):
@@ -328,7 +328,24 @@ func (e *unsentError) Unwrap() error { return e.err }
 // fails with an *unsentError when the node's API address cannot be found;
 // any other error came from sending it (the cached address is then
 // forgotten, so the next request asks again).
-func (c *Coordinator) send(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader) (*http.Response, error) {
+//
+// body is the request's whole body (nil for none), which the signature
+// covers; sendStream sends a streamed one.
+func (c *Coordinator) send(ctx context.Context, addr raft.ServerAddress, method, path string, body []byte) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	return c.do(ctx, addr, method, path, r, body)
+}
+
+// sendStream is send with a body read as it is sent, which the signature
+// does not cover.
+func (c *Coordinator) sendStream(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader) (*http.Response, error) {
+	return c.do(ctx, addr, method, path, body, nil)
+}
+
+func (c *Coordinator) do(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader, signed []byte) (*http.Response, error) {
 	api, err := c.apiAddr(ctx, addr)
 	if err != nil {
 		return nil, &unsentError{err}
@@ -337,7 +354,7 @@ func (c *Coordinator) send(ctx context.Context, addr raft.ServerAddress, method,
 	if err != nil {
 		return nil, &unsentError{err}
 	}
-	c.sign.sign(req)
+	c.sign.sign(req, signed)
 	resp, err := c.client.Do(req)
 	if err != nil {
 		c.forgetAPI(addr)

@@ -18,12 +18,19 @@
 //
 // Every peer request carries
 //
-//	Authorization: BlobnodePeer <unix seconds>.<hex HMAC-SHA256(key, method SP request-URI SP seconds)>
+//	Authorization: BlobnodePeer <unix seconds>.<hex HMAC-SHA256(key, method SP request-URI SP seconds SP body digest)>
 //
 // with key derived from the cluster secret for this use only
-// (raftfsm.PeerKey(secret, "peer api")). A request without it, with a
-// wrong one, or more than MaxClockSkew away from the receiver's clock is
-// refused with 401 before its body is read, and changes nothing. Without
-// TLS the header can be replayed within that window by whoever can see
-// the traffic: keep peer traffic on a private network, or turn TLS on.
+// (raftfsm.PeerKey(secret, "peer api")). A request with a whole body (every
+// POST: a command, a join, a removal) also carries X-Blobnode-Body-Sha256,
+// the hex SHA-256 of that body, which is the body digest above (empty for a
+// GET and for the streamed PUT /peer/data). A request without the header,
+// with a wrong one, or more than MaxClockSkew away from the receiver's clock
+// is refused with 401 before its body is read, as is a POST whose body is
+// not the one signed; either changes nothing. Without TLS whoever can see
+// the traffic can resend a request seen within that window (a command
+// applies at most once by its request id), or send its own bytes to a
+// reservation under a seen PUT /peer/data signature: those are checked
+// against the checksums the log commits before they are served, and
+// repaired. Keep peer traffic on a private network, or turn TLS on.
 package cluster

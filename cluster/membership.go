@@ -189,7 +189,7 @@ func Join(ctx context.Context, client *http.Client, url string, secret []byte, r
 	if err != nil {
 		return fmt.Errorf("cluster: join through %s: %w", url, err)
 	}
-	newSigner(secret).sign(hr)
+	newSigner(secret).sign(hr, b)
 	resp, err := client.Do(hr)
 	if err != nil {
 		return fmt.Errorf("cluster: join through %s: %w", url, err)

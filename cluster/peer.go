@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 
@@ -39,14 +41,36 @@ func (c *Coordinator) PeerHandler(st interface {
 	mux.HandleFunc("GET /peer/chunk", serveChunk(st))
 	mux.HandleFunc("POST /peer/join", c.serveJoin)
 	mux.HandleFunc("POST /peer/remove", c.serveRemove)
+	return authenticated(c.sign, c.log, mux)
+}
+
+// authenticated serves a peer request with next only once it is proved to
+// come from a holder of the cluster secret: its signature verifies and,
+// for a POST (a command, a join, a removal), the body is the one signed.
+// next reads a POST's body from memory.
+func authenticated(sign signer, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := c.sign.verify(r); err != nil {
-			c.log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
-			w.Header().Set("Connection", "close") // the body is not read
-			writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
+		err := sign.verify(r)
+		if err == nil && r.Method == http.MethodPost {
+			var body []byte
+			if body, err = readSignedBody(r, maxCommandBytes); err == nil {
+				r.Body = io.NopCloser(bytes.NewReader(body))
+			}
+		}
+		if err != nil {
+			log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
+			w.Header().Set("Connection", "close") // the body is not read (to its end)
+			switch {
+			case errors.Is(err, ErrPeerAuth):
+				writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
+			case errors.Is(err, errBodyTooLarge):
+				writeJSON(w, http.StatusRequestEntityTooLarge, wireError{Code: codeBadCommand, Message: err.Error()})
+			default: // the body could not be read
+				writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
+			}
 			return
 		}
-		mux.ServeHTTP(w, r)
+		next.ServeHTTP(w, r)
 	})
 }
 

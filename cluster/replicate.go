@@ -322,7 +322,7 @@ func (r *frameReader) Read(p []byte) (int, error) {
 
 // sendReplica sends one peer the body: manifest, then frames.
 func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, body io.Reader) error {
-	resp, err := c.send(ctx, addr, http.MethodPut, "/peer/data", body)
+	resp, err := c.sendStream(ctx, addr, http.MethodPut, "/peer/data", body)
 	if err != nil {
 		return err
 	}
