@@ -28,7 +28,9 @@ const DefaultWriteTimeout = 10 * time.Second
 type Config struct {
 	Node   *raftfsm.Node
 	Secret []byte // the cluster secret
-	// Client carries peer requests (nil: a client with sane timeouts).
+	// Client carries peer requests (nil: NewPeerClient over a clone of
+	// http.DefaultTransport). It must have no Client.Timeout: that would
+	// cut off every upload stream that lasts longer.
 	Client *http.Client
 	// Scheme of the peers' APIs: "http" (default) or "https".
 	Scheme string
@@ -48,6 +50,8 @@ type Coordinator struct {
 	scheme  string
 	timeout time.Duration
 	log     *slog.Logger
+	// requestTimeout bounds a peer request sent whole (see send).
+	requestTimeout time.Duration
 
 	addrMu sync.Mutex
 	apiOf  map[raft.ServerAddress]string // Raft address -> API address, from probes
@@ -76,11 +80,11 @@ func (c *Coordinator) Stats() Stats {
 func New(cfg Config) *Coordinator {
 	c := &Coordinator{
 		node: cfg.Node, fsm: cfg.Node.FSM(), sign: newSigner(cfg.Secret), client: cfg.Client,
-		scheme: cfg.Scheme, timeout: cfg.WriteTimeout, log: cfg.Logger,
+		scheme: cfg.Scheme, timeout: cfg.WriteTimeout, log: cfg.Logger, requestTimeout: PeerRequestTimeout,
 		apiOf: map[raft.ServerAddress]string{},
 	}
 	if c.client == nil {
-		c.client = &http.Client{Timeout: 30 * time.Second}
+		c.client = NewPeerClient(http.DefaultTransport.(*http.Transport).Clone())
 	}
 	if c.scheme == "" {
 		c.scheme = "http"
@@ -330,19 +334,66 @@ func (e *unsentError) Unwrap() error { return e.err }
 // forgotten, so the next request asks again).
 //
 // body is the request's whole body (nil for none), which the signature
-// covers; sendStream sends a streamed one.
+// covers. The request, to the end of its answer's body, is bounded by
+// c.requestTimeout; closing the answer's body releases it. sendStream
+// sends a streamed body.
 func (c *Coordinator) send(ctx context.Context, addr raft.ServerAddress, method, path string, body []byte) (*http.Response, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
-	return c.do(ctx, addr, method, path, r, body)
+	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
+	resp, err := c.do(ctx, addr, method, path, r, body)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = cancelOnClose{resp.Body, cancel}
+	return resp, nil
 }
 
 // sendStream is send with a body read as it is sent, which the signature
-// does not cover.
+// does not cover. No time bounds the whole of it (an upload of gigabytes
+// takes what it takes): the caller's context, the stream's stall rule
+// (stragglerStall) and the transport's wait for the answer once the body
+// is sent (PeerAnswerTimeout) do.
 func (c *Coordinator) sendStream(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader) (*http.Response, error) {
 	return c.do(ctx, addr, method, path, body, nil)
+}
+
+// PeerRequestTimeout bounds a peer request sent whole (a forwarded
+// command, a read index, a chunk for repair, a join or removal), to the
+// end of its answer.
+const PeerRequestTimeout = 30 * time.Second
+
+// PeerAnswerTimeout bounds the wait for a peer's answer once a request's
+// body has been sent: a replica answers an upload stream after making its
+// copy durable.
+const PeerAnswerTimeout = time.Minute
+
+// NewPeerClient returns the HTTP client for peer requests over t, which
+// it configures to wait at most PeerAnswerTimeout for an answer once a
+// request is sent. The client has no overall timeout (see
+// Config.Client).
+func NewPeerClient(t *http.Transport) *http.Client {
+	t.ResponseHeaderTimeout = PeerAnswerTimeout
+	if t.TLSHandshakeTimeout == 0 {
+		t.TLSHandshakeTimeout = 10 * time.Second
+	}
+	return &http.Client{Transport: t}
+}
+
+// cancelOnClose releases a request's context when its answer's body is
+// closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 func (c *Coordinator) do(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader, signed []byte) (*http.Response, error) {

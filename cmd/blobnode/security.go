@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/blobnode/blobnode/api"
+	"github.com/blobnode/blobnode/cluster"
 	"github.com/blobnode/blobnode/raftfsm"
 )
 
@@ -189,7 +190,7 @@ func (s security) peerClient(cfg config) *http.Client {
 			t.TLSClientConfig.RootCAs = s.peerTLS.RootCAs
 		}
 	}
-	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+	return cluster.NewPeerClient(t)
 }
 
 // loadClusterSecret reads the cluster secret: the file's content without
