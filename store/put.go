@@ -424,7 +424,12 @@ func (s *Store) putInline(ctx context.Context, req PutRequest) (BlobInfo, error)
 	start := time.Now()
 	res, err := s.decide(ctx, c)
 	if errors.Is(err, raftfsm.ErrNoSpace) && s.pool.drain(ctx, false) > 0 {
-		res, err = s.decide(ctx, c) // the pool held the space
+		// The pool held the space. The refusal is the first attempt's
+		// definite outcome, recorded under its request id: the retry is
+		// another command, with an id of its own, or the state machine
+		// would answer it with that record.
+		c.RequestID = 0
+		res, err = s.decide(ctx, c)
 	}
 	s.cfg.ObserveStage("commit", time.Since(start))
 	if err != nil {
