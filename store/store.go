@@ -247,6 +247,13 @@ func (s *Store) background(fn func()) bool {
 	return true
 }
 
+// abortRetryMin and abortRetryMax bound the wait of abortWhenWritable
+// between Aborts refused as read-only.
+const (
+	abortRetryMin = 50 * time.Millisecond
+	abortRetryMax = 5 * time.Second
+)
+
 // abortWhenWritable aborts reservations once the node accepts writes
 // again: an upload that failed because the node turned read-only may hold
 // some (or its Reserve may still be applied after recovery). If the store
@@ -254,6 +261,7 @@ func (s *Store) background(fn func()) bool {
 // the next start).
 func (s *Store) abortWhenWritable(ids []uint64) {
 	started := s.background(func() {
+		retry := abortRetryMin
 		for len(ids) > 0 {
 			for {
 				// The channel is taken before the check, so a recovery
@@ -275,7 +283,16 @@ func (s *Store) abortWhenWritable(ids []uint64) {
 			case err == nil:
 				ids = ids[1:]
 			case errors.Is(err, raftfsm.ErrReadOnly):
-				// read-only again: wait for the next recovery
+				// Read-only again, here or at the leader, whose recovery
+				// this node is not told of: look again after a while.
+				t := time.NewTimer(retry)
+				select {
+				case <-s.stop:
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				retry = min(2*retry, abortRetryMax)
 			default:
 				s.log.Warn("abort reservation; it will expire", "reservation", ids[0], "err", err)
 				ids = ids[1:]
