@@ -276,9 +276,13 @@ func (s *Store) repairBlob(ctx context.Context, b catalog.Blob, marked bool) err
 		if err := s.writeBack(b, &ext, fixed); err != nil {
 			return err
 		}
-		if err := s.vol.SyncData(ctx); err != nil {
-			return err
-		}
+	}
+	// The mark outlives a crash (an unclean start inherits it without
+	// reading the blob), so the bytes must be durable first: written back
+	// just now, or found intact but perhaps only in the page cache (a
+	// replica stream cut off in its sync, an unsynced write-back).
+	if err := s.vol.SyncData(ctx); err != nil {
+		return err
 	}
 	return s.fsm.MarkLocal(b.Key, b.Version)
 }
