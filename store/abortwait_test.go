@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -59,5 +61,38 @@ func TestAbortWaitsOutAReadOnlyLeader(t *testing.T) {
 	// Waits of 50, 100, 200 ms... allow a few per elapsed period.
 	if n := p.aborts.Load(); n > 3+int64(elapsed/abortRetryMin) {
 		t.Fatalf("%d Abort proposals in %v: it does not wait between refusals", n, elapsed.Round(time.Millisecond))
+	}
+}
+
+// lostAnswers is a Proposer whose Reserves apply but whose answers are
+// lost, as when the leader fails after appending them.
+type lostAnswers struct{ Proposer }
+
+func (p lostAnswers) Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error) {
+	res, err := p.Proposer.Propose(ctx, c)
+	if err == nil && (c.Kind == raftfsm.KindReserve || c.Kind == raftfsm.KindReserveBatch) {
+		return raftfsm.Result{}, errors.New("outcome unknown: the leader did not answer")
+	}
+	return res, err
+}
+
+// TestReserveOfUnknownOutcomeIsAborted: a Reserve (or a pool's batch)
+// whose proposal failed may have been applied; the failed upload aborts
+// it rather than leave its space held until its deadline (an hour by
+// default).
+func TestReserveOfUnknownOutcomeIsAborted(t *testing.T) {
+	g := volume.Geometry{SpageShift: 12, LpageShift: 18, VolumeSize: 16 << 20}
+	one := solevoter.Start(t, g, volume.NewMemDevice(g.VolumeSize, 1))
+	st := New(lostAnswers{one.Node}, one.FSM, one.Vol, Config{Logger: slog.New(slog.DiscardHandler)})
+	s := &reviewStack{vol: one.Vol, alloc: one.Alloc, cat: one.Cat, fsm: one.FSM, node: one.Node, st: st}
+	ctx := context.Background()
+	for _, n := range []int{20 << 10, 300 << 10} { // pooled, then reserved per upload
+		if err := s.put(ctx, "k", bytes.Repeat([]byte{'k'}, n)); err == nil {
+			t.Fatalf("PUT of %d bytes succeeded with its Reserve's answer lost", n)
+		}
+	}
+	st.Close() // waits for the background aborts
+	if n := s.reservations(t); n != 0 {
+		t.Fatalf("%d reservations left after failed uploads whose Reserves applied", n)
 	}
 }

@@ -110,7 +110,11 @@ func (p *reservationPool) refill(class int64) {
 		Deadline: deadline,
 	})
 	if err != nil {
-		return // not the leader, shutting down: uploads reserve directly
+		// Not the leader, shutting down, no quorum: uploads reserve
+		// directly. The batch may still be applied (its outcome is
+		// unknown); aborted, it holds no space until its deadline.
+		p.s.abortLater(ids...)
+		return
 	}
 	var orphans []uint64
 	p.mu.Lock()

@@ -178,10 +178,17 @@ func (u *upload) reserveNew(ctx context.Context, size int64) error {
 	u.track(deadline)
 	u.noteLease(deadline)
 	res, err := u.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindReserve, ReservationID: id, Size: size, Deadline: deadline})
-	if errors.Is(err, raftfsm.ErrReadOnly) {
+	switch {
+	case errors.Is(err, raftfsm.ErrReadOnly):
 		// The node turned read-only with the Reserve in flight: it may
 		// still be applied, so it is aborted with the rest.
 		u.ids = append(u.ids, id)
+	case err != nil:
+		// The Reserve may still be applied (its outcome is unknown): it
+		// would hold its space until its deadline. Aborted apart from the
+		// upload, whose answer does not wait for a group that may have
+		// no quorum.
+		u.s.abortLater(id)
 	}
 	if err == nil {
 		err = res.Err

@@ -217,17 +217,21 @@ func (s *Store) decide(ctx context.Context, c *raftfsm.Command) (raftfsm.Result,
 	return res, err
 }
 
-// abortLater aborts a reservation in the background.
-func (s *Store) abortLater(id uint64) {
+// abortLater aborts reservations in the background: ones no upload
+// holds, or whose Reserve may have been applied although its proposal
+// failed (an Abort of a reservation that does not exist changes nothing).
+func (s *Store) abortLater(ids ...uint64) {
 	started := s.background(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if _, err := s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id}); err != nil {
-			s.log.Warn("abort reservation; it will expire", "reservation", id, "err", err)
+		for _, id := range ids {
+			if _, err := s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id}); err != nil {
+				s.log.Warn("abort reservation; it will expire", "reservation", id, "err", err)
+			}
 		}
 	})
 	if !started {
-		s.log.Warn("store closing: reservation left to expire", "reservation", id)
+		s.log.Warn("store closing: reservations left to expire", "reservations", ids)
 	}
 }
 
