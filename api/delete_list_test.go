@@ -29,6 +29,7 @@ func TestDelete(t *testing.T) {
 		{"if-match list", []string{"If-Match", `"x", "y"`}, nil, 400, CodeInvalidArgument, true},
 		{"if-none-match", []string{"If-None-Match", "*"}, nil, 400, CodeInvalidArgument, true},
 		{"unavailable", nil, store.ErrUnavailable, 503, CodeUnavailable, true},
+		{"outcome unknown", nil, fmt.Errorf("%w: leadership lost", store.ErrOutcomeUnknown), 503, CodeOutcomeUnknown, true},
 		{"if-match current", []string{"If-Match", info.ETag}, nil, 204, "", false},
 		{"absent", nil, nil, 404, CodeNotFound, false},
 	}

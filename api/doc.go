@@ -128,7 +128,11 @@
 //	413 TooLarge             416 RangeNotSatisfiable (see Reads)
 //	500 Internal, Corrupt, ReadError (a chunk of the blob failed its
 //	    checksum / could not be read from disk: see Reads)
-//	503 Unavailable, TooManyUploads (Retry-After: 1)
+//	503 Unavailable, TooManyUploads (Retry-After: 1): nothing was done
+//	503 OutcomeUnknown (Retry-After: 1): a PUT or DELETE reached a leader
+//	    that was lost before the write was known to commit, and retries
+//	    within the write timeout did not settle it: it may yet take effect
+//	    (read the key before retrying a conditional PUT or a DELETE)
 //	507 NoSpace
 //	507 ReadOnly (disk full) / 503 ReadOnly (disk failing), Retry-After: 1:
 //	    writes refused while a disk under the Raft log or catalog cannot be

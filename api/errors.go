@@ -30,8 +30,13 @@ const (
 	CodeCorrupt = "Corrupt"
 	// CodeReadError: the node's disk failed to read a chunk of the blob
 	// (an I/O error); nothing was lost and a retry may succeed.
-	CodeReadError      = "ReadError"
-	CodeUnavailable    = "Unavailable"
+	CodeReadError   = "ReadError"
+	CodeUnavailable = "Unavailable"
+	// CodeOutcomeUnknown (503): the write reached a leader that was lost
+	// before it was known to commit; it may yet take effect. Unlike
+	// Unavailable (nothing was done), read the key before retrying a
+	// conditional write or a DELETE.
+	CodeOutcomeUnknown = "OutcomeUnknown"
 	CodeTooManyUploads = "TooManyUploads"
 	CodeNoSpace        = "NoSpace"
 	// CodeReadOnly: the node refuses writes because a disk under its Raft
@@ -102,6 +107,8 @@ func classify(r *http.Request, err error) (status int, code, msg string) {
 		return status, CodeReadOnly, msg
 	case errors.Is(err, store.ErrNoSpace):
 		return http.StatusInsufficientStorage, CodeNoSpace, store.ErrNoSpace.Error()
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		return http.StatusServiceUnavailable, CodeOutcomeUnknown, store.ErrOutcomeUnknown.Error()
 	case errors.Is(err, store.ErrUnavailable):
 		return http.StatusServiceUnavailable, CodeUnavailable, store.ErrUnavailable.Error()
 	case errors.Is(err, store.ErrBlobChanged):

@@ -122,6 +122,7 @@ func TestPutStatus(t *testing.T) {
 		{name: "if-match unquoted", data: body, headers: []string{"If-Match", `abc`}, status: 400, code: CodeInvalidArgument},
 		{name: "no space", data: body, storeErr: fmt.Errorf("allocate: %w", store.ErrNoSpace), status: 507, code: CodeNoSpace},
 		{name: "unavailable", data: body, storeErr: fmt.Errorf("no leader: %w", store.ErrUnavailable), status: 503, code: CodeUnavailable},
+		{name: "outcome unknown", data: body, storeErr: fmt.Errorf("commit: %w: leadership lost", store.ErrOutcomeUnknown), status: 503, code: CodeOutcomeUnknown},
 		{name: "store too large", data: body, storeErr: store.ErrTooLarge, status: 413, code: CodeTooLarge},
 		{name: "store invalid key", data: body, storeErr: fmt.Errorf("%w: reserved", store.ErrInvalidKey), status: 400, code: CodeInvalidKey},
 		{name: "internal", data: body, storeErr: errInjectedRead, status: 500, code: CodeInternal},

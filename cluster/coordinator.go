@@ -123,8 +123,10 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 	}
 	wait := 5 * time.Millisecond
 	renumbered := 0
+	unknown := false // an attempt may have been appended
 	for {
 		res, err := c.proposeOnce(ctx, cmd)
+		unknown = unknown || errors.Is(err, raftfsm.ErrOutcomeUnknown)
 		if err == nil && errors.Is(res.Err, raftfsm.ErrRequestIDReused) && renumbered < maxRenumbers {
 			// Another proposer's command holds the id (their prefixes
 			// met): the state machine executed nothing for this entry,
@@ -144,6 +146,11 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 			return res, err
 		}
 		if !c.backoff(ctx, &wait) {
+			if unknown && !errors.Is(err, raftfsm.ErrOutcomeUnknown) {
+				// A later attempt was refused, but an earlier one may
+				// still commit.
+				err = fmt.Errorf("%w (and earlier: %w)", err, raftfsm.ErrOutcomeUnknown)
+			}
 			return raftfsm.Result{}, fmt.Errorf("no leader applied the command within %v: %w", c.timeout, err)
 		}
 	}

@@ -86,7 +86,7 @@ const (
 func errorOf(err error) (int, wireError) {
 	var ro *raftfsm.ReadOnlyError
 	switch {
-	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
+	case errors.Is(err, raftfsm.ErrOutcomeUnknown), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown):
 		// Proposed, then leadership was lost: the entry may still commit.
 		return http.StatusInternalServerError, wireError{Code: codeUnknown, Message: err.Error()}
 	case errors.As(err, &ro):
@@ -127,5 +127,7 @@ func errorFrom(status int, w wireError) error {
 }
 
 // errUnknownOutcome: the command may or may not have been applied. It
-// wraps raftfsm.ErrNotLeader, so the store answers 503 Unavailable.
-var errUnknownOutcome = fmt.Errorf("cluster: outcome unknown (the leader was lost or did not answer): %w", raftfsm.ErrNotLeader)
+// wraps raftfsm.ErrNotLeader, so Propose retries it, and
+// raftfsm.ErrOutcomeUnknown, so the store answers 503 OutcomeUnknown if no
+// retry settles it.
+var errUnknownOutcome = fmt.Errorf("cluster: outcome unknown (the leader was lost or did not answer): %w: %w", raftfsm.ErrNotLeader, raftfsm.ErrOutcomeUnknown)

@@ -106,6 +106,13 @@ type Node struct {
 // cannot confirm leadership. (Forwarding to the leader comes with peers.)
 var ErrNotLeader = errors.New("raftfsm: not the leader")
 
+// ErrOutcomeUnknown: a command was handed to Raft, and then leadership
+// was lost (or the node shut down) before it was known to commit: it may
+// still be applied under the next leader. Errors that wrap it also wrap
+// ErrNotLeader, so a proposer retries; retried with its RequestID, the
+// command applies at most once.
+var ErrOutcomeUnknown = errors.New("raftfsm: the command's outcome is unknown")
+
 // ErrNoRaftState: StartNode found no Raft state where NodeConfig.RequireState
 // says there must be some.
 var ErrNoRaftState = errors.New("raftfsm: no Raft state")
@@ -437,7 +444,13 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 		res, answered, err = n.waitApply(f, direct)
 	}
 	if err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrEnqueueTimeout) {
+		switch {
+		case errors.Is(err, ErrOutcomeUnknown):
+			return Result{}, fmt.Errorf("%w: %w", ErrNotLeader, err)
+		case f != nil && (errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown)):
+			// Raft took the command: it may commit under the next leader.
+			return Result{}, fmt.Errorf("%w: %w: %w", ErrNotLeader, ErrOutcomeUnknown, err)
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
 			return Result{}, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
 		return Result{}, err
@@ -447,7 +460,9 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 		res.Index = f.Index()
 	}
 	if errors.Is(res.Err, ErrStopped) || errors.Is(res.Err, ErrClosed) {
-		return Result{}, res.Err
+		// Committed, and not applied here: it applies at the next start
+		// (and, in a group, on the other replicas).
+		return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, res.Err)
 	}
 	return res, nil
 }
@@ -470,7 +485,10 @@ func (n *Node) waitTaken(ctx context.Context, pr *proposal) (raft.ApplyFuture, e
 		case f := <-pr.taken:
 			return f, nil
 		case <-n.stop:
-			n.proposals.abandon(pr)
+			if !n.proposals.abandon(pr) {
+				// Handed to Raft meanwhile: it may be in the log.
+				return nil, fmt.Errorf("%w: %w", ErrOutcomeUnknown, raft.ErrRaftShutdown)
+			}
 			return nil, raft.ErrRaftShutdown
 		case <-ctx.Done():
 			if n.proposals.abandon(pr) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -94,5 +95,57 @@ func TestReserveOfUnknownOutcomeIsAborted(t *testing.T) {
 	st.Close() // waits for the background aborts
 	if n := s.reservations(t); n != 0 {
 		t.Fatalf("%d reservations left after failed uploads whose Reserves applied", n)
+	}
+}
+
+// refusedCommits is a Proposer that answers every Commit (inline or not)
+// and Delete with err, proposing nothing.
+type refusedCommits struct {
+	Proposer
+	err error
+}
+
+func (p refusedCommits) Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error) {
+	switch c.Kind {
+	case raftfsm.KindCommit, raftfsm.KindCommitInline, raftfsm.KindDelete:
+		return raftfsm.Result{}, p.err
+	}
+	return p.Proposer.Propose(ctx, c)
+}
+
+// TestWriteOutcomeUnknown: a write whose proposal reached a leader that
+// was then lost fails with ErrOutcomeUnknown (it may yet apply), one that
+// reached no leader with ErrUnavailable alone (nothing was done); either
+// way a streamed upload's reservations are aborted.
+func TestWriteOutcomeUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		unknown bool
+	}{
+		{"leader lost", fmt.Errorf("no leader applied the command within 10s: %w: %w", raftfsm.ErrNotLeader, raftfsm.ErrOutcomeUnknown), true},
+		{"no leader", fmt.Errorf("no leader applied the command within 10s: %w", raftfsm.ErrNotLeader), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := volume.Geometry{SpageShift: 12, LpageShift: 18, VolumeSize: 16 << 20}
+			one := solevoter.Start(t, g, volume.NewMemDevice(g.VolumeSize, 1))
+			st := New(refusedCommits{one.Node, tc.err}, one.FSM, one.Vol, Config{Logger: slog.New(slog.DiscardHandler)})
+			s := &reviewStack{vol: one.Vol, alloc: one.Alloc, cat: one.Cat, fsm: one.FSM, node: one.Node, st: st}
+			ctx := context.Background()
+			check := func(what string, err error) {
+				t.Helper()
+				if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown) != tc.unknown {
+					t.Fatalf("%s: %v; want ErrUnavailable, outcome unknown %v", what, err, tc.unknown)
+				}
+			}
+			for _, n := range []int{1000, 300 << 10} { // inline, then streamed
+				check(fmt.Sprintf("PUT of %d bytes", n), s.put(ctx, "k", bytes.Repeat([]byte{'k'}, n)))
+			}
+			check("DELETE", st.Delete(ctx, "k", Condition{}))
+			st.Close() // waits for the background aborts
+			if n := s.reservations(t); n != 0 {
+				t.Fatalf("%d reservations left after the failed uploads", n)
+			}
+		})
 	}
 }

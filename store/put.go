@@ -247,7 +247,14 @@ func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
 	defer u.untrack()
 	defer u.release()
 	info, err := s.put(ctx, u, req)
-	if err != nil && len(u.ids) > 0 {
+	switch {
+	case err != nil && len(u.ids) > 0 && errors.Is(err, ErrUnavailable):
+		// No leader, or the Commit's outcome unknown: the answer does not
+		// wait up to another write timeout for the Aborts (an Abort after
+		// the Commit applied changes nothing).
+		s.abortLater(u.ids...)
+		u.ids = nil
+	case err != nil && len(u.ids) > 0:
 		u.abort()
 	}
 	return info, err

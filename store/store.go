@@ -430,6 +430,8 @@ func mapErr(err error) error {
 			reason = ro.Reason()
 		}
 		return &ReadOnlyError{Reason: reason, Err: err}
+	case errors.Is(err, raftfsm.ErrOutcomeUnknown):
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case errors.Is(err, raftfsm.ErrNotLeader), errors.Is(err, raftfsm.ErrStopped), errors.Is(err, raftfsm.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, raftfsm.ErrNoSpace):

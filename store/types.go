@@ -21,6 +21,11 @@ var (
 	ErrNoSpace = errors.New("out of space")
 	// ErrUnavailable: no Raft leader, or the node is shutting down; retry later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrOutcomeUnknown: the write reached a leader, which was lost (or
+	// shut down) before it was known to commit, and no retry within the
+	// write timeout settled it: it may yet take effect. It wraps
+	// ErrUnavailable.
+	ErrOutcomeUnknown = fmt.Errorf("the write's outcome is unknown: it may have been applied: %w", ErrUnavailable)
 	// ErrBadDigest: the client's checksum header does not match the body received.
 	ErrBadDigest = errors.New("body does not match its checksum")
 	// ErrIncompleteBody: the body ended before its declared length, or the

@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -254,8 +255,12 @@ func send(ctx context.Context, hc *http.Client, cfg *Config, method, u string, b
 	return resp.StatusCode, b, nil
 }
 
-// classify turns an answer into an outcome; want is the status of success.
-func classify(status int, err error, want int) (history.Outcome, error) {
+// classify turns an answer into an outcome; want is the status of
+// success, body the answer's body. A 503 whose error code is Unavailable
+// is a definite failure: the node says nothing was done (the write never
+// reached a leader), a claim the history then checks (OutcomeUnknown and
+// every other 5xx may have been applied).
+func classify(status int, body []byte, err error, want int) (history.Outcome, error) {
 	var op *net.OpError
 	switch {
 	case errors.As(err, &op) && op.Op == "dial":
@@ -269,14 +274,29 @@ func classify(status int, err error, want int) (history.Outcome, error) {
 		return history.NotFound, nil
 	case status >= 400 && status < 500:
 		return history.Failed, fmt.Errorf("status %d", status)
+	case status == http.StatusServiceUnavailable && errorCode(body) == "Unavailable":
+		return history.Failed, fmt.Errorf("status %d Unavailable", status)
 	}
-	return history.Unknown, fmt.Errorf("status %d", status)
+	return history.Unknown, fmt.Errorf("status %d %s", status, errorCode(body))
+}
+
+// errorCode is the code of a blobnode error body, or "".
+func errorCode(body []byte) string {
+	var e struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return ""
+	}
+	return e.Error.Code
 }
 
 func doPut(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key, value string) history.Outcome {
 	call := rec.Invoke(client, cfg.Names[node], history.Put, key, value)
-	status, _, err := send(ctx, hc, cfg, http.MethodPut, blobURL(cfg.URLs[node], key), Body(value, cfg.ValueSize), 64<<10)
-	out, why := classify(status, err, http.StatusCreated)
+	status, body, err := send(ctx, hc, cfg, http.MethodPut, blobURL(cfg.URLs[node], key), Body(value, cfg.ValueSize), 64<<10)
+	out, why := classify(status, body, err, http.StatusCreated)
 	if out == history.NotFound { // a PUT has no 404 of its own: a refusal
 		out = history.Failed
 	}
@@ -286,8 +306,8 @@ func doPut(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recor
 
 func doDelete(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recorder, client, node int, key string) history.Outcome {
 	call := rec.Invoke(client, cfg.Names[node], history.Delete, key, "")
-	status, _, err := send(ctx, hc, cfg, http.MethodDelete, blobURL(cfg.URLs[node], key), nil, 64<<10)
-	out, why := classify(status, err, http.StatusNoContent)
+	status, body, err := send(ctx, hc, cfg, http.MethodDelete, blobURL(cfg.URLs[node], key), nil, 64<<10)
+	out, why := classify(status, body, err, http.StatusNoContent)
 	call.Return(out, "", why)
 	return out
 }
@@ -299,7 +319,7 @@ func doGet(ctx context.Context, hc *http.Client, cfg *Config, rec *history.Recor
 	}
 	call := rec.Invoke(client, cfg.Names[node], history.Get, key, "")
 	status, body, err := send(ctx, hc, cfg, http.MethodGet, u, nil, int64(cfg.ValueSize)+1<<20)
-	out, why := classify(status, err, http.StatusOK)
+	out, why := classify(status, body, err, http.StatusOK)
 	got := ""
 	if out == history.OK {
 		v, ok := Decode(body)
