@@ -149,3 +149,40 @@ func TestWriteOutcomeUnknown(t *testing.T) {
 		})
 	}
 }
+
+// renewals is a Proposer that counts Renews.
+type renewals struct {
+	Proposer
+	n atomic.Int64
+}
+
+func (p *renewals) Propose(ctx context.Context, c *raftfsm.Command) (raftfsm.Result, error) {
+	if c.Kind == raftfsm.KindRenew {
+		p.n.Add(1)
+	}
+	return p.Proposer.Propose(ctx, c)
+}
+
+// TestUploadRenewsBeforeCommit: an upload whose body's sync took most of
+// its lease renews the lease before it commits (the body's reads renew
+// it, but nothing did during the sync).
+func TestUploadRenewsBeforeCommit(t *testing.T) {
+	g := volume.Geometry{SpageShift: 12, LpageShift: 18, VolumeSize: 16 << 20}
+	dev := volume.NewMemDevice(g.VolumeSize, 1)
+	one := solevoter.Start(t, g, dev)
+	var clock atomic.Int64 // ns past the start
+	start := time.Now()
+	const ttl = time.Hour
+	p := &renewals{Proposer: one.Node}
+	st := New(p, one.FSM, one.Vol, Config{Logger: slog.New(slog.DiscardHandler), ReservationTTL: ttl,
+		Now: func() time.Time { return start.Add(time.Duration(clock.Load())) }})
+	t.Cleanup(func() { st.Close() })
+	s := &reviewStack{vol: one.Vol, alloc: one.Alloc, cat: one.Cat, fsm: one.FSM, node: one.Node, st: st}
+	dev.SetSyncHook(func() { clock.Store(int64(ttl / 2)) }) // the body's sync takes half the lease
+	if err := s.put(context.Background(), "k", bytes.Repeat([]byte{'k'}, 300<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.n.Load(); n != 1 {
+		t.Fatalf("%d Renews for an upload whose sync took half its lease; want 1, before the Commit", n)
+	}
+}

@@ -132,6 +132,9 @@ func (u *upload) stream(ctx context.Context, size int64) (ReplicaStream, error) 
 func (s *Store) sendStored(ctx context.Context, u *upload, rs ReplicaStream, size int64, checksums []uint32, buf []byte) error {
 	r := &blobReader{vol: s.vol, ext: &u.ext, size: size}
 	for c := range checksums {
+		if err := u.renewIfDue(ctx); err != nil {
+			return err
+		}
 		n := min(ChunkSize, size-int64(c)*ChunkSize)
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			return fmt.Errorf("store: read back chunk %d: %w", c, err)
@@ -381,6 +384,11 @@ func (s *Store) put(ctx context.Context, u *upload, req PutRequest) (BlobInfo, e
 	}
 	if req.Cond.IfMatch != "" && c.IfMatch == 0 {
 		return BlobInfo{}, ErrPreconditionFailed
+	}
+	// The body's sync and the peers' acknowledgements renewed nothing:
+	// the Commit goes with at least three quarters of a lease left.
+	if err := u.renewIfDue(ctx); err != nil {
+		return BlobInfo{}, err
 	}
 	start := time.Now()
 	res, err := s.decide(ctx, c)
