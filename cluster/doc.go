@@ -28,9 +28,11 @@
 // with a wrong one, or more than MaxClockSkew away from the receiver's clock
 // is refused with 401 before its body is read, as is a POST whose body is
 // not the one signed; either changes nothing. Without TLS whoever can see
-// the traffic can resend a request seen within that window (a command
-// applies at most once by its request id), or send its own bytes to a
-// reservation under a seen PUT /peer/data signature: those are checked
-// against the checksums the log commits before they are served, and
-// repaired. Keep peer traffic on a private network, or turn TLS on.
+// the traffic can resend a request seen within that window, to any node
+// (the signature does not name one): a command applies at most once by
+// its request id only within raftfsm.DedupWindow entries. And under a seen
+// PUT /peer/data signature (its manifest is not signed) it can send its
+// own bytes to any live reservation: they fail the checksums the log
+// commits, so a read or the scrubber finds and repairs them. Keep peer
+// traffic on a private network, or turn TLS on.
 package cluster
