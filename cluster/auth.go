@@ -36,31 +36,40 @@ func newSigner(secret []byte) signer {
 	return signer{key: raftfsm.PeerKey(secret, "peer api"), now: time.Now}
 }
 
-// bodyDigestHeader carries the SHA-256 of a request's whole body, which
-// the MAC covers: a signature seen on the wire cannot be reused for
-// another body (another command, another node to remove). Streamed
-// bodies (PUT /peer/data) carry none; their chunks are checked against
-// the checksums the log commits before anything of them is served.
+// bodyDigestHeader carries the SHA-256 of the part of a request's body
+// that the MAC covers: all of a POST's body (a signature seen on the wire
+// cannot be reused for another command, another node to remove), the
+// manifest at the head of a streamed PUT /peer/data (not for another
+// upload's reservations). A stream's chunks are not covered; they are
+// checked against the checksums the log commits before anything of them
+// is served.
 const bodyDigestHeader = "X-Blobnode-Body-Sha256"
 
-func (s signer) mac(method, uri string, ts int64, bodyDigest string) []byte {
+// mac covers the request's method, the node it is for (Host: a signature
+// for one node is refused by the others), its URI, its time and the
+// digest of its signed part.
+func (s signer) mac(method, host, uri string, ts int64, bodyDigest string) []byte {
 	m := hmac.New(sha256.New, s.key)
-	fmt.Fprintf(m, "%s %s %d %s", method, uri, ts, bodyDigest)
+	fmt.Fprintf(m, "%s %s %s %d %s", method, host, uri, ts, bodyDigest)
 	return m.Sum(nil)
 }
 
-// sign adds the Authorization header to req. body is req's whole body,
-// which the signature then covers, or nil for a request without one or
-// with a streamed one.
-func (s signer) sign(req *http.Request, body []byte) {
+// sign adds the Authorization header to req. signed is the part of req's
+// body the signature then covers (see bodyDigestHeader), or nil for a
+// request without a body.
+func (s signer) sign(req *http.Request, signed []byte) {
 	digest := ""
-	if body != nil {
-		sum := sha256.Sum256(body)
+	if signed != nil {
+		sum := sha256.Sum256(signed)
 		digest = hex.EncodeToString(sum[:])
 		req.Header.Set(bodyDigestHeader, digest)
 	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
 	ts := s.now().Unix()
-	req.Header.Set("Authorization", authScheme+strconv.FormatInt(ts, 10)+"."+hex.EncodeToString(s.mac(req.Method, req.URL.RequestURI(), ts, digest)))
+	req.Header.Set("Authorization", authScheme+strconv.FormatInt(ts, 10)+"."+hex.EncodeToString(s.mac(req.Method, host, req.URL.RequestURI(), ts, digest)))
 }
 
 // verify checks req's Authorization header.
@@ -78,7 +87,7 @@ func (s signer) verify(req *http.Request) error {
 		return fmt.Errorf("%w: timestamp %v away from this node's clock", ErrPeerAuth, d.Round(time.Second))
 	}
 	got, err := hex.DecodeString(macText)
-	if err != nil || !hmac.Equal(got, s.mac(req.Method, req.RequestURI, ts, req.Header.Get(bodyDigestHeader))) {
+	if err != nil || !hmac.Equal(got, s.mac(req.Method, req.Host, req.RequestURI, ts, req.Header.Get(bodyDigestHeader))) {
 		return fmt.Errorf("%w: wrong MAC (another cluster secret?)", ErrPeerAuth)
 	}
 	return nil
@@ -92,10 +101,6 @@ var errBodyTooLarge = errors.New("cluster: peer request body too large")
 // covers: a body without one, or another body than the one signed, is
 // refused with ErrPeerAuth.
 func readSignedBody(req *http.Request, limit int64) ([]byte, error) {
-	want, err := hex.DecodeString(req.Header.Get(bodyDigestHeader))
-	if err != nil || len(want) != sha256.Size {
-		return nil, fmt.Errorf("%w: the body is not signed", ErrPeerAuth)
-	}
 	b, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: read the peer request body: %w", err)
@@ -103,8 +108,19 @@ func readSignedBody(req *http.Request, limit int64) ([]byte, error) {
 	if int64(len(b)) > limit {
 		return nil, fmt.Errorf("%w: over %d bytes", errBodyTooLarge, limit)
 	}
-	if got := sha256.Sum256(b); !hmac.Equal(got[:], want) {
-		return nil, fmt.Errorf("%w: the body is not the one signed", ErrPeerAuth)
+	return b, checkSigned(req, b)
+}
+
+// checkSigned checks that part is the part of req's body its signature
+// covers (verify has accepted req): ErrPeerAuth if req has no digest, or
+// another.
+func checkSigned(req *http.Request, part []byte) error {
+	want, err := hex.DecodeString(req.Header.Get(bodyDigestHeader))
+	if err != nil || len(want) != sha256.Size {
+		return fmt.Errorf("%w: the body is not signed", ErrPeerAuth)
 	}
-	return b, nil
+	if got := sha256.Sum256(part); !hmac.Equal(got[:], want) {
+		return fmt.Errorf("%w: the body is not the one signed", ErrPeerAuth)
+	}
+	return nil
 }

@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -10,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/blobnode/blobnode/store"
 )
 
 func TestPeerAuth(t *testing.T) {
@@ -34,6 +39,7 @@ func TestPeerAuth(t *testing.T) {
 		{"clock too far", skewed.sign, nil, false},
 		{"other path", good.sign, func(r *http.Request) { r.RequestURI = "/peer/readindex" }, false},
 		{"other method", good.sign, func(r *http.Request) { r.Method = http.MethodGet }, false},
+		{"other node", good.sign, func(r *http.Request) { r.Host = "n2:8080" }, false},
 		{"other body digest", good.sign, func(r *http.Request) { r.Header.Set(bodyDigestHeader, strings.Repeat("00", 32)) }, false},
 		{"body digest removed", good.sign, func(r *http.Request) { r.Header.Del(bodyDigestHeader) }, false},
 		{"garbage", func(r *http.Request, _ []byte) { r.Header.Set("Authorization", "BlobnodePeer x.y") }, nil, false},
@@ -42,6 +48,7 @@ func TestPeerAuth(t *testing.T) {
 			out := httptest.NewRequest(http.MethodPost, "http://n1:8080/peer/propose?x=1", nil)
 			tc.sign(out, []byte("a command"))
 			in := httptest.NewRequest(http.MethodPost, "/peer/propose?x=1", nil)
+			in.Host = "n1:8080"
 			in.Header = out.Header
 			if tc.mutate != nil {
 				tc.mutate(in)
@@ -103,6 +110,55 @@ func TestPeerAuthBindsTheBody(t *testing.T) {
 			}
 			if len(served) != 1 || string(served[0]) != tc.served {
 				t.Fatalf("the handler saw %q; want %q", served, tc.served)
+			}
+		})
+	}
+}
+
+// manifests is a Receiver that records the manifests it is given.
+type manifests []store.ReplicaWrite
+
+func (m *manifests) ReceiveReplica(_ context.Context, w store.ReplicaWrite, body io.Reader) error {
+	*m = append(*m, w)
+	_, err := io.Copy(io.Discard, body)
+	return err
+}
+
+// TestPeerDataManifestSigned: a replica stream's signature covers its
+// manifest (which reservations, at which index, how many bytes): seen on
+// the wire, it cannot carry bytes to another upload's reservations.
+func TestPeerDataManifestSigned(t *testing.T) {
+	c := &Coordinator{sign: newSigner([]byte("the cluster secret, long enough")), log: slog.New(slog.DiscardHandler)}
+	var got manifests
+	h := authenticated(c.sign, c.log, c.serveData(&got))
+	manifest := func(id uint64) []byte {
+		b, err := json.Marshal(store.ReplicaWrite{ReservationIDs: []uint64{id}, Index: 9, Identity: id, Size: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name         string
+		signed, sent []byte
+		status       int
+	}{
+		{"the signed manifest", manifest(1), manifest(1), http.StatusOK},
+		{"another manifest", manifest(1), manifest(2), http.StatusUnauthorized},
+		{"no manifest digest", nil, manifest(1), http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got = nil
+			body := append(binary.BigEndian.AppendUint32(nil, uint32(len(tc.sent))), tc.sent...)
+			r := httptest.NewRequest(http.MethodPut, "/peer/data", bytes.NewReader(body))
+			c.sign.sign(r, tc.signed)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.status {
+				t.Fatalf("status %d (%s); want %d", w.Code, strings.TrimSpace(w.Body.String()), tc.status)
+			}
+			if want := tc.status == http.StatusOK; want != (len(got) == 1) {
+				t.Fatalf("the receiver was given %d manifests", len(got))
 			}
 		})
 	}

@@ -359,13 +359,14 @@ func (c *Coordinator) send(ctx context.Context, addr raft.ServerAddress, method,
 	return resp, nil
 }
 
-// sendStream is send with a body read as it is sent, which the signature
-// does not cover. No time bounds the whole of it (an upload of gigabytes
+// sendStream is send with a body read as it is sent, of which the
+// signature covers signed, its head (see bodyDigestHeader). No time
+// bounds the whole of it (an upload of gigabytes
 // takes what it takes): the caller's context, the stream's stall rule
 // (stragglerStall) and the transport's wait for the answer once the body
 // is sent (PeerAnswerTimeout) do.
-func (c *Coordinator) sendStream(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader) (*http.Response, error) {
-	return c.do(ctx, addr, method, path, body, nil)
+func (c *Coordinator) sendStream(ctx context.Context, addr raft.ServerAddress, method, path string, body io.Reader, signed []byte) (*http.Response, error) {
+	return c.do(ctx, addr, method, path, body, signed)
 }
 
 // PeerRequestTimeout bounds a peer request sent whole (a forwarded

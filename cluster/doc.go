@@ -18,21 +18,23 @@
 //
 // Every peer request carries
 //
-//	Authorization: BlobnodePeer <unix seconds>.<hex HMAC-SHA256(key, method SP request-URI SP seconds SP body digest)>
+//	Authorization: BlobnodePeer <unix seconds>.<hex HMAC-SHA256(key, method SP host SP request-URI SP seconds SP body digest)>
 //
 // with key derived from the cluster secret for this use only
-// (raftfsm.PeerKey(secret, "peer api")). A request with a whole body (every
-// POST: a command, a join, a removal) also carries X-Blobnode-Body-Sha256,
-// the hex SHA-256 of that body, which is the body digest above (empty for a
-// GET and for the streamed PUT /peer/data). A request without the header,
-// with a wrong one, or more than MaxClockSkew away from the receiver's clock
-// is refused with 401 before its body is read, as is a POST whose body is
-// not the one signed; either changes nothing. Without TLS whoever can see
-// the traffic can resend a request seen within that window, to any node
-// (the signature does not name one): a command applies at most once by
-// its request id only within raftfsm.DedupWindow entries. And under a seen
-// PUT /peer/data signature (its manifest is not signed) it can send its
-// own bytes to any live reservation: they fail the checksums the log
-// commits, so a read or the scrubber finds and repairs them. Keep peer
-// traffic on a private network, or turn TLS on.
+// (raftfsm.PeerKey(secret, "peer api")) and host the request's Host (the
+// node it is for). A request with a body also carries
+// X-Blobnode-Body-Sha256, the hex SHA-256 of the part the signature covers
+// (the body digest above; empty for a GET): the whole body of a POST (a
+// command, a join, a removal), the manifest at the head of PUT /peer/data
+// (which reservations the bytes are for). A request without the header,
+// with a wrong one, or more than MaxClockSkew away from the receiver's
+// clock is refused with 401 before its body is read, as is one whose
+// signed part is not the one signed; either changes nothing. Without TLS
+// whoever can see the traffic can resend a request seen within that
+// window to the same node: a command applies at most once by its request
+// id only within raftfsm.DedupWindow entries, and a seen PUT /peer/data
+// can carry other bytes (its chunks are not signed) to that upload's
+// reservations while they live; those fail the checksums the log commits,
+// so a read or the scrubber finds and repairs them. Keep peer traffic on a
+// private network, or turn TLS on.
 package cluster

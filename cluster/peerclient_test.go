@@ -62,7 +62,7 @@ func TestPeerRequestTimeouts(t *testing.T) {
 			pw.Close()
 		}()
 		start := time.Now()
-		resp, err := c.sendStream(context.Background(), "peer:7000", http.MethodPut, "/peer/data", pr)
+		resp, err := c.sendStream(context.Background(), "peer:7000", http.MethodPut, "/peer/data", pr, nil)
 		if err != nil {
 			t.Fatalf("a stream of %v: %v", time.Since(start).Round(time.Millisecond), err)
 		}

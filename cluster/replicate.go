@@ -77,7 +77,7 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 		go func() {
 			defer close(ps.done)
 			body := io.MultiReader(bytes.NewReader(head), bytes.NewReader(manifest), &frameReader{frames: ps.frames, ctx: pctx})
-			ps.err = c.sendReplica(pctx, p.Address, body)
+			ps.err = c.sendReplica(pctx, p.Address, body, manifest)
 			if ps.err != nil {
 				ps.err = fmt.Errorf("%s: %w", p.ID, ps.err)
 			}
@@ -320,9 +320,10 @@ func (r *frameReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// sendReplica sends one peer the body: manifest, then frames.
-func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, body io.Reader) error {
-	resp, err := c.sendStream(ctx, addr, http.MethodPut, "/peer/data", body)
+// sendReplica sends one peer the body: manifest (which the signature
+// covers), then frames.
+func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, body io.Reader, manifest []byte) error {
+	resp, err := c.sendStream(ctx, addr, http.MethodPut, "/peer/data", body, manifest)
 	if err != nil {
 		return err
 	}
@@ -350,8 +351,19 @@ func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 			writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: fmt.Sprintf("manifest of %d bytes", size)})
 			return
 		}
+		manifest := make([]byte, size)
+		if _, err := io.ReadFull(r.Body, manifest); err != nil {
+			writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
+			return
+		}
+		if err := checkSigned(r, manifest); err != nil {
+			c.log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
+			w.Header().Set("Connection", "close") // the frames are not read
+			writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
+			return
+		}
 		var m store.ReplicaWrite
-		if err := json.NewDecoder(io.LimitReader(r.Body, int64(size))).Decode(&m); err != nil {
+		if err := json.Unmarshal(manifest, &m); err != nil {
 			writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
 			return
 		}
