@@ -86,8 +86,16 @@ func (o Options) bolt() *bbolt.Options {
 		size = defaultInitialMmapSize
 	}
 	return &bbolt.Options{
-		Timeout:         o.Timeout,
-		NoSync:          o.NoSync,
+		Timeout: o.Timeout,
+		NoSync:  o.NoSync,
+		// Without NoSync's syncs, none on growth either: bbolt fsyncs the
+		// file when a commit grows it, and that fsync would be told (once:
+		// Linux reports a writeback error to one fsync) of an earlier
+		// commit's pages the kernel failed to write. The commit would fail
+		// and its retry, the file already grown, succeed: the loss never
+		// reaches Sync, whose failure stops the node before a stop is
+		// called clean. So Sync is the only fsync of a NoSync catalog.
+		NoGrowSync:      o.NoSync,
 		InitialMmapSize: size,
 		FreelistType:    bbolt.FreelistMapType,
 	}

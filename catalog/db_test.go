@@ -393,3 +393,52 @@ func TestOldLocalMarksTorn(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSyncCatalogFsyncsOnlyInSync: a NoSync catalog's only fsync is
+// Sync's. bbolt otherwise fsyncs the file when a commit grows it; that
+// fsync would consume (Linux reports a writeback error once) the error of
+// an earlier commit's pages the kernel failed to write, the retried
+// commit would succeed, and the loss would never fail the Sync that makes
+// a stop clean.
+func TestNoSyncCatalogFsyncsOnlyInSync(t *testing.T) {
+	if o := (Options{NoSync: true}).bolt(); !o.NoSync || !o.NoGrowSync {
+		t.Fatalf("NoSync catalog: bbolt NoSync %v, NoGrowSync %v; want both", o.NoSync, o.NoGrowSync)
+	}
+	if o := (Options{}).bolt(); o.NoSync || o.NoGrowSync {
+		t.Fatalf("synced catalog: bbolt NoSync %v, NoGrowSync %v; want neither", o.NoSync, o.NoGrowSync)
+	}
+	// A NoSync catalog still grows and reopens with everything in it.
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	db, err := Open(path, Options{NoSync: true, InitialMmapSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, 4096)
+	for i := range 600 { // well past bbolt's first sizes
+		if err := db.Update(func(tx *Tx) error { return tx.PutMeta(fmt.Sprintf("k%04d", i), value) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Check(); err != nil {
+		t.Fatalf("reopened NoSync catalog: %v", err)
+	}
+	if err := db.View(func(tx *Tx) error {
+		if v, err := tx.GetMeta("k0599"); err != nil || len(v) != len(value) {
+			return fmt.Errorf("k0599: %d bytes, %v", len(v), err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
