@@ -143,6 +143,11 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 			c.node.Announce(res.Index)
 		}
 		if !errors.Is(err, raftfsm.ErrNotLeader) {
+			if err != nil && unknown && !errors.Is(err, raftfsm.ErrOutcomeUnknown) {
+				// Refused now (the leader turned read-only, say), but an
+				// earlier attempt may still commit.
+				err = fmt.Errorf("%w (and earlier: %w)", err, raftfsm.ErrOutcomeUnknown)
+			}
 			return res, err
 		}
 		if !c.backoff(ctx, &wait) {

@@ -450,6 +450,11 @@ func (n *Node) propose(ctx context.Context, c *Command, timeout time.Duration) (
 		case f != nil && (errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown)):
 			// Raft took the command: it may commit under the next leader.
 			return Result{}, fmt.Errorf("%w: %w: %w", ErrNotLeader, ErrOutcomeUnknown, err)
+		case f != nil && errors.Is(err, ErrReadOnly):
+			// Raft took the command before the disk failed: it may
+			// commit, and apply here once the disk recovers (and on the
+			// other replicas at once).
+			return Result{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout):
 			return Result{}, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}

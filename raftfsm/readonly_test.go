@@ -313,12 +313,12 @@ func TestNodeReadOnlyWritesFailFastReadsServe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := n.Propose(ctx, &Command{Kind: KindReserve, ReservationID: 2, Size: 4096, Deadline: dl})
-	if !errors.Is(err, ErrReadOnly) || !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("in-flight Propose = %v; want ErrReadOnly (ENOSPC)", err)
+	if !errors.Is(err, ErrReadOnly) || !errors.Is(err, syscall.ENOSPC) || !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("in-flight Propose = %v; want ErrReadOnly (ENOSPC), outcome unknown (it applies after the recovery)", err)
 	}
 	start := time.Now()
-	if _, err := n.Propose(ctx, &Command{Kind: KindNoop}); !errors.Is(err, ErrReadOnly) {
-		t.Fatalf("Propose while read-only = %v; want ErrReadOnly", err)
+	if _, err := n.Propose(ctx, &Command{Kind: KindNoop}); !errors.Is(err, ErrReadOnly) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("Propose while read-only = %v; want ErrReadOnly, refused before Raft (no unknown outcome)", err)
 	}
 	if err := n.ReadBarrier(ctx); err != nil {
 		t.Fatalf("ReadBarrier on a read-only sole voter = %v; want nil (local read)", err)

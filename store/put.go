@@ -251,10 +251,11 @@ func (s *Store) Put(ctx context.Context, req PutRequest) (BlobInfo, error) {
 	defer u.release()
 	info, err := s.put(ctx, u, req)
 	switch {
-	case err != nil && len(u.ids) > 0 && errors.Is(err, ErrUnavailable):
+	case err != nil && len(u.ids) > 0 && errors.Is(err, ErrUnavailable) && !errors.Is(err, raftfsm.ErrReadOnly):
 		// No leader, or the Commit's outcome unknown: the answer does not
 		// wait up to another write timeout for the Aborts (an Abort after
-		// the Commit applied changes nothing).
+		// the Commit applied changes nothing). A read-only node refuses
+		// them at once; abort waits for its recovery.
 		s.abortLater(u.ids...)
 		u.ids = nil
 	case err != nil && len(u.ids) > 0:

@@ -423,6 +423,10 @@ func mapErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, raftfsm.ErrOutcomeUnknown):
+		// Before ErrReadOnly: a command Raft took before the disk failed
+		// may still apply.
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case errors.Is(err, raftfsm.ErrReadOnly):
 		reason := "I/O error"
 		var ro *raftfsm.ReadOnlyError
@@ -430,8 +434,6 @@ func mapErr(err error) error {
 			reason = ro.Reason()
 		}
 		return &ReadOnlyError{Reason: reason, Err: err}
-	case errors.Is(err, raftfsm.ErrOutcomeUnknown):
-		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	case errors.Is(err, raftfsm.ErrNotLeader), errors.Is(err, raftfsm.ErrStopped), errors.Is(err, raftfsm.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case errors.Is(err, raftfsm.ErrNoSpace):
