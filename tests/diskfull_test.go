@@ -153,6 +153,19 @@ func TestDiskFullReadOnlyAndRecovery(t *testing.T) {
 			n.requireBlob(t, b.key, b.size, b.sum)
 		}
 	}
+	// refusal is the answer of a write refused as read-only: the PUT that
+	// finds the disk full is refused (507 ReadOnly), unless Raft had
+	// already taken it, which then answers 503 OutcomeUnknown (it applies
+	// once the disk recovers); the next write is refused at once.
+	probes := 0
+	refusal := func(r reply) reply {
+		t.Helper()
+		if r.status != http.StatusServiceUnavailable || r.code() != "OutcomeUnknown" {
+			return r
+		}
+		probes++
+		return n.do(t, http.MethodPut, blobPath(fmt.Sprintf("probe/%d", probes)), payload(2, 100))
+	}
 
 	for i := range 5 { // some blobs while the disk has room
 		key := fmt.Sprintf("before/%d", i)
@@ -161,7 +174,7 @@ func TestDiskFullReadOnlyAndRecovery(t *testing.T) {
 		acked = append(acked, blob{key, 5000, sha256Of(body)})
 	}
 	fillDisk(t, filler)
-	r := putUntilReadOnly("full")
+	r := refusal(putUntilReadOnly("full"))
 	const want = "node is read-only: "
 	var e struct {
 		Error struct{ Code, Message string } `json:"error"`
@@ -216,7 +229,7 @@ func TestDiskFullReadOnlyAndRecovery(t *testing.T) {
 	// Full again, then a restart: it must fail cleanly while the disk is
 	// full, and find everything once it is not.
 	fillDisk(t, filler)
-	if r := putUntilReadOnly("again"); r.status != http.StatusInsufficientStorage || r.code() != "ReadOnly" {
+	if r := refusal(putUntilReadOnly("again")); r.status != http.StatusInsufficientStorage || r.code() != "ReadOnly" {
 		t.Fatalf("PUT on a full disk (second time): %v", r)
 	}
 	n.stop()
