@@ -143,22 +143,22 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *raftfsm.Command) (raftfs
 			c.node.Announce(res.Index)
 		}
 		if !errors.Is(err, raftfsm.ErrNotLeader) {
-			if err != nil && unknown && !errors.Is(err, raftfsm.ErrOutcomeUnknown) {
-				// Refused now (the leader turned read-only, say), but an
-				// earlier attempt may still commit.
-				err = fmt.Errorf("%w (and earlier: %w)", err, raftfsm.ErrOutcomeUnknown)
-			}
-			return res, err
+			return res, keepUnknown(err, unknown)
 		}
 		if !c.backoff(ctx, &wait) {
-			if unknown && !errors.Is(err, raftfsm.ErrOutcomeUnknown) {
-				// A later attempt was refused, but an earlier one may
-				// still commit.
-				err = fmt.Errorf("%w (and earlier: %w)", err, raftfsm.ErrOutcomeUnknown)
-			}
-			return raftfsm.Result{}, fmt.Errorf("no leader applied the command within %v: %w", c.timeout, err)
+			return raftfsm.Result{}, fmt.Errorf("no leader applied the command within %v: %w", c.timeout, keepUnknown(err, unknown))
 		}
 	}
+}
+
+// keepUnknown is err, the last attempt's, made to say that the outcome is
+// unknown when an earlier attempt's was: refused now (no leader, the
+// leader read-only), the command may still commit from that attempt.
+func keepUnknown(err error, unknown bool) error {
+	if err == nil || !unknown || errors.Is(err, raftfsm.ErrOutcomeUnknown) {
+		return err
+	}
+	return fmt.Errorf("%w (and earlier: %w)", err, raftfsm.ErrOutcomeUnknown)
 }
 
 // requestIDs hands out the request ids of one Coordinator: a random

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -47,31 +46,57 @@ func (c *Coordinator) PeerHandler(st interface {
 // authenticated serves a peer request with next only once it is proved to
 // come from a holder of the cluster secret: its signature verifies and,
 // for a POST (a command, a join, a removal), the body is the one signed.
-// next reads a POST's body from memory.
+// next reads a POST's body from memory (verifiedBody).
 func authenticated(sign signer, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := sign.verify(r)
 		if err == nil && r.Method == http.MethodPost {
 			var body []byte
 			if body, err = readSignedBody(r, maxCommandBytes); err == nil {
-				r.Body = io.NopCloser(bytes.NewReader(body))
+				r.Body = verifiedBody{bytes.NewReader(body), body}
 			}
 		}
 		if err != nil {
-			log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
-			w.Header().Set("Connection", "close") // the body is not read (to its end)
-			switch {
-			case errors.Is(err, ErrPeerAuth):
-				writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
-			case errors.Is(err, errBodyTooLarge):
-				writeJSON(w, http.StatusRequestEntityTooLarge, wireError{Code: codeBadCommand, Message: err.Error()})
-			default: // the body could not be read
-				writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
-			}
+			refuse(w, r, log, err)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refuse answers a peer request that failed authentication (or whose
+// body could not be read to check it) and logs it. The connection is
+// closed: the rest of the body is not read.
+func refuse(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
+	w.Header().Set("Connection", "close")
+	switch {
+	case errors.Is(err, ErrPeerAuth):
+		writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
+	case errors.Is(err, errBodyTooLarge):
+		writeJSON(w, http.StatusRequestEntityTooLarge, wireError{Code: codeBadCommand, Message: err.Error()})
+	default: // the body could not be read
+		writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
+	}
+}
+
+// verifiedBody is a POST's body as authenticated read and checked it:
+// handlers that need the bytes whole take them (bodyBytes) instead of
+// reading a copy.
+type verifiedBody struct {
+	*bytes.Reader
+	b []byte
+}
+
+func (verifiedBody) Close() error { return nil }
+
+// bodyBytes returns the whole body authenticated verified; without one
+// (a handler served outside authenticated), nil.
+func bodyBytes(r *http.Request) []byte {
+	if v, ok := r.Body.(verifiedBody); ok {
+		return v.b
+	}
+	return nil
 }
 
 func (c *Coordinator) servePropose(w http.ResponseWriter, r *http.Request) {
@@ -79,12 +104,7 @@ func (c *Coordinator) servePropose(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMisdirectedRequest, wireError{Code: codeNotLeader, Message: "not the leader"})
 		return
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxCommandBytes))
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
-		return
-	}
-	cmd, err := raftfsm.DecodeCommand(b)
+	cmd, err := raftfsm.DecodeCommand(bodyBytes(r))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
 		return

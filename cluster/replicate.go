@@ -357,9 +357,7 @@ func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 			return
 		}
 		if err := checkSigned(r, manifest); err != nil {
-			c.log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
-			w.Header().Set("Connection", "close") // the frames are not read
-			writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
+			refuse(w, r, c.log, err)
 			return
 		}
 		var m store.ReplicaWrite
