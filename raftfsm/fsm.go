@@ -153,6 +153,7 @@ type FSM struct {
 	// log order, until its catalog commit succeeds. Used only by the
 	// goroutine that applies.
 	pending []inlineWrite
+	runBuf  []byte // writePending's buffer, reused
 	// requests[i] is the request of the i-th entry of the batch being
 	// applied (id 0: none), for answers.
 	requests []entryRequest
@@ -881,17 +882,81 @@ type inlineWrite struct {
 // (a later one may reuse the pages of an earlier one) and advances the
 // mark source past each. After a failure f.pending holds the writes not
 // yet done, so a second call resumes.
+//
+// Blobs the allocator placed one after another on the heap, as it places
+// a batch of small ones, are written with one write: each blob's bytes,
+// the rest of its pages zero (pages it owns alone), up to the last blob's
+// last byte. A run never overlaps itself, and runs go in log order, so a
+// page reused within the batch still ends with its last owner's bytes.
 func (f *FSM) writePending() error {
 	for len(f.pending) > 0 {
-		w := f.pending[0]
-		if err := f.writeInline(w.exts, w.data); err != nil {
-			return fmt.Errorf("entry %d: %w", w.index, err)
+		n, run, off := f.gatherRun()
+		if n == 0 { // the first blob's pages are not contiguous
+			w := f.pending[0]
+			if err := f.writeInline(w.exts, w.data); err != nil {
+				return fmt.Errorf("entry %d: %w", w.index, err)
+			}
+			n = 1
+		} else if _, err := f.data.WriteAt(run, off); err != nil {
+			return fmt.Errorf("entries %d..%d: write inline blobs: %w", f.pending[0].index, f.pending[n-1].index, err)
 		}
-		f.lastInline.Store(w.index)
-		f.pending[0] = inlineWrite{}
-		f.pending = f.pending[1:]
+		f.lastInline.Store(f.pending[n-1].index)
+		clear(f.pending[:n])
+		f.pending = f.pending[n:]
 	}
 	return nil
+}
+
+// maxInlineRun bounds the bytes writePending gathers into one write.
+const maxInlineRun = 1 << 20
+
+// gatherRun lays out the longest prefix of f.pending whose blobs follow
+// one another on the heap, each on contiguous pages, in one buffer: n
+// blobs, to be written as run at heap offset off. n is 0 if the first
+// blob's pages are not contiguous.
+func (f *FSM) gatherRun() (n int, run []byte, off int64) {
+	buf := f.runBuf[:0]
+	end := 0 // buf up to the last blob byte, without its pages' padding
+	for ; n < len(f.pending); n++ {
+		w := f.pending[n]
+		span, ok := contiguousSpan(w.exts)
+		if !ok || (n > 0 && (w.exts[0].Offset != off+int64(len(buf)) || int64(len(buf))+span > maxInlineRun)) {
+			break
+		}
+		if n == 0 {
+			off = w.exts[0].Offset
+		}
+		data := w.data
+		for _, e := range w.exts {
+			k := min(int64(len(data)), e.Length)
+			buf = append(buf, data[:k]...)
+			if k > 0 {
+				end = len(buf)
+			}
+			pad := int(e.Length - k)
+			buf = slices.Grow(buf, pad)[:len(buf)+pad]
+			clear(buf[len(buf)-pad:])
+			data = data[k:]
+		}
+	}
+	f.runBuf = buf[:0]
+	return n, buf[:end], off
+}
+
+// contiguousSpan is the bytes exts cover, and whether each starts where
+// the one before ends.
+func contiguousSpan(exts []catalog.Extent) (int64, bool) {
+	if len(exts) == 0 {
+		return 0, false
+	}
+	span := int64(0)
+	for _, e := range exts {
+		if e.Offset != exts[0].Offset+span {
+			return 0, false
+		}
+		span += e.Length
+	}
+	return span, true
 }
 
 // writePendingRetrying writes the inline blobs of the committed batch

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -101,6 +102,7 @@ type JournalStats struct {
 	Bytes       uint64 // bytes written to the log area, padding included
 	Checkpoints uint64 // log resets
 	Replayed    uint64 // records replayed by Open
+	Widened     uint64 // records logged as whole sectors (see Journal.widen)
 }
 
 // job is one queue entry: a transaction, or a checkpoint request.
@@ -145,14 +147,18 @@ type Journal struct {
 	done chan struct{} // closed when run returns
 
 	// Owned by the run goroutine (and by openJournal before it starts).
-	slot     int    // header slot holding the current generation
-	gen      uint64 // current header generation
-	nextSeq  uint64 // sequence number of the next record
-	tail     int64  // where the next record goes
-	rec      []byte // record buffer, reused
-	closeErr error  // result of the final checkpoint, read after done
+	slot    int    // header slot holding the current generation
+	gen     uint64 // current header generation
+	nextSeq uint64 // sequence number of the next record
+	tail    int64  // where the next record goes
+	rec     []byte // record buffer, reused
+	// widen's buffers, reused.
+	wide       []byte
+	wideWrites []recordWrite
+	wideRuns   []sectorRun
+	closeErr   error // result of the final checkpoint, read after done
 
-	commits, groups, fsyncs, bytes, checkpoints, replayed atomic.Uint64
+	commits, groups, fsyncs, bytes, checkpoints, replayed, widened atomic.Uint64
 }
 
 // openJournal reads the journal header, replays committed records, and
@@ -441,6 +447,7 @@ func (j *Journal) Stats() JournalStats {
 		Bytes:       j.bytes.Load(),
 		Checkpoints: j.checkpoints.Load(),
 		Replayed:    j.replayed.Load(),
+		Widened:     j.widened.Load(),
 	}
 }
 
@@ -602,6 +609,10 @@ func (j *Journal) writeGroup(batch []job) error {
 	for _, jb := range batch {
 		rec = append(rec, jb.entries...)
 	}
+	if wide, ok := j.widen(rec[recordHdrSize:]); ok {
+		rec = append(rec[:recordHdrSize], wide...)
+		j.widened.Add(1)
+	}
 	rec = sealRecord(rec, j.nextSeq, j.tag)
 	j.rec = rec
 	size := int64(len(rec))
@@ -622,4 +633,101 @@ func (j *Journal) writeGroup(batch []job) error {
 	j.nextSeq++
 	payloadLen := binary.LittleEndian.Uint32(rec[12:16])
 	return j.apply(rec[recordHdrSize : recordHdrSize+payloadLen])
+}
+
+// widenSector is the unit widen rounds entries out to.
+const widenSector = 512
+
+// widen rewrites a payload as one entry per run of consecutive sectors
+// its entries cover (their current bytes, patched with the entries in
+// order), when that takes fewer entries and still fits a record. ok is
+// false, and the payload is to be logged as it is, otherwise or when a
+// run cannot be read.
+//
+// Why: a group of allocator transactions holds hundreds of word-sized
+// entries a few words apart, and applying them in place took one write
+// each, most of the journal's system calls. A widened record is applied
+// with one write per run. It is as crash-safe as the entries it replaces
+// and more: the record holds every byte of each sector the in-place
+// writes touch, so a replay restores a sector that a power cut tore into
+// garbage whole, not only the bytes the entries name. The bytes are read
+// from the device, which holds the state after every earlier record (run
+// applies each before it writes the next, and replay goes in order); the
+// state region has no other writer while the journal runs (WriteMetaDirect
+// checkpoints first), and runs are clamped to it.
+//
+// REQUIRES: called by the run goroutine.
+func (j *Journal) widen(payload []byte) (wide []byte, ok bool) {
+	writes := j.wideWrites[:0]
+	defer func() { clear(writes); j.wideWrites = writes[:0] }() // drop references into payload
+	if walkPayload(payload, func(off int64, data []byte) error {
+		writes = append(writes, recordWrite{off: off, data: data})
+		return nil
+	}) != nil {
+		return nil, false
+	}
+	runs := j.wideRuns[:0]
+	for _, w := range writes {
+		if len(w.data) == 0 {
+			continue
+		}
+		a := max(w.off/widenSector*widenSector, j.stateStart)
+		b := min((w.off+int64(len(w.data))+widenSector-1)/widenSector*widenSector, j.stateEnd)
+		runs = append(runs, sectorRun{start: a, end: b})
+	}
+	slices.SortFunc(runs, func(x, y sectorRun) int { return cmp.Compare(x.start, y.start) })
+	merged := runs[:0]
+	for _, r := range runs {
+		if k := len(merged) - 1; k >= 0 && r.start <= merged[k].end {
+			merged[k].end = max(merged[k].end, r.end)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	runs = merged
+	j.wideRuns = runs
+	size := 4
+	for _, r := range runs {
+		size += entryHdrSize + int(r.end-r.start)
+	}
+	if len(runs) >= len(writes) || size-4 > j.maxTxn {
+		return nil, false
+	}
+	le := binary.LittleEndian
+	wide = slices.Grow(j.wide[:0], size)
+	wide = le.AppendUint32(wide, uint32(len(runs)))
+	for i := range runs {
+		r := &runs[i]
+		wide = le.AppendUint64(wide, uint64(r.start))
+		wide = le.AppendUint32(wide, uint32(r.end-r.start))
+		r.at = int64(len(wide))
+		wide = wide[:len(wide)+int(r.end-r.start)]
+		if readFull(j.dev, wide[r.at:], r.start) != nil {
+			return nil, false
+		}
+	}
+	j.wide = wide
+	for _, w := range writes {
+		i, found := slices.BinarySearchFunc(runs, w.off, func(r sectorRun, off int64) int {
+			if r.end <= off {
+				return -1
+			}
+			if r.start > off {
+				return 1
+			}
+			return 0
+		})
+		if found {
+			r := runs[i]
+			copy(wide[r.at+w.off-r.start:], w.data)
+		}
+	}
+	return wide, true
+}
+
+// sectorRun is a range of consecutive sectors, [start, end), and where
+// widen put its bytes.
+type sectorRun struct {
+	start, end int64
+	at         int64
 }

@@ -445,9 +445,27 @@ type crashTxn []recordWrite
 // crashWorkload returns n random transactions over the state region.
 // Writes are up to 700 bytes, so records span several sectors and groups
 // are split and checkpointed in the 4 KiB log.
-func crashWorkload(rng *rand.Rand, l Layout, n int) []crashTxn {
+//
+// clustered transactions are the allocator's kind instead: several writes
+// of one to sixteen bytes a few dozen bytes apart, in one of four
+// sectors, so that a group's writes share sectors and the journal logs
+// them widened (see Journal.widen), with bytes between them that earlier
+// transactions wrote.
+func crashWorkload(rng *rand.Rand, l Layout, n int, clustered bool) []crashTxn {
 	txns := make([]crashTxn, n)
 	for i := range txns {
+		if clustered {
+			base := int64(rng.Intn(4)) * widenSector
+			for range 2 + rng.Intn(6) {
+				size := 1 + rng.Intn(16)
+				off := base + rng.Int63n(2*widenSector-int64(size))
+				p := make([]byte, size)
+				rng.Read(p)
+				p[0] = byte(i) // seq tag
+				txns[i] = append(txns[i], recordWrite{l.StateOffset + off, p})
+			}
+			continue
+		}
 		for range 1 + rng.Intn(3) {
 			size := 1 + rng.Intn(700)
 			off := rng.Int63n(l.StateSize - int64(size))
@@ -541,14 +559,16 @@ func TestJournalCrash(t *testing.T) {
 	} else if testing.Short() {
 		ntxn = 30
 	}
-	for run := range runs {
-		t.Run(fmt.Sprint("run=", run), func(t *testing.T) {
-			sweepJournal(t, seed+int64(run), ntxn, seeds)
-		})
+	for _, clustered := range []bool{false, true} {
+		for run := range runs {
+			t.Run(fmt.Sprint("clustered=", clustered, "/run=", run), func(t *testing.T) {
+				sweepJournal(t, seed+int64(run), ntxn, seeds, clustered)
+			})
+		}
 	}
 }
 
-func sweepJournal(t *testing.T, seed int64, ntxn, seeds int) {
+func sweepJournal(t *testing.T, seed int64, ntxn, seeds int, clustered bool) {
 	opts := smallOpts()
 	size := opts.Geometry.VolumeSize
 	rec := NewRecorder(NewMemDevice(size, seed))
@@ -560,7 +580,7 @@ func sweepJournal(t *testing.T, seed int64, ntxn, seeds int) {
 		t.Fatal(err)
 	}
 	l := v.Superblock().Layout
-	txns := crashWorkload(rand.New(rand.NewSource(seed)), l, ntxn)
+	txns := crashWorkload(rand.New(rand.NewSource(seed)), l, ntxn, clustered)
 	prefixes := statePrefixes(stateBytes(t, v), l.StateOffset, txns)
 	from := rec.Len()
 	if err := runCrashWorkload(v, txns, rand.New(rand.NewSource(seed)), rec.Event); err != nil {
@@ -573,6 +593,9 @@ func sweepJournal(t *testing.T, seed int64, ntxn, seeds int) {
 	tr := rec.Trace()
 	if st.Checkpoints < 5 || st.Groups >= uint64(ntxn) {
 		t.Fatalf("recorded run: %+v; the sweep needs checkpoints and groups of several transactions", st)
+	}
+	if clustered && st.Widened == 0 {
+		t.Fatalf("recorded run: %+v; the clustered sweep needs widened records", st)
 	}
 
 	states := tr.CrashStates(from, seeds, seed)
