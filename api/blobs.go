@@ -218,7 +218,7 @@ func (s *server) putBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", info.ETag)
-	writeJSON(w, http.StatusCreated, putResponse{Key: info.Key, Size: info.Size, ETag: info.ETag, Version: info.Version})
+	writePutResponse(w, putResponse{Key: info.Key, Size: info.Size, ETag: info.ETag, Version: info.Version})
 }
 
 // uploadBody is a PUT body as the store reads it: at most max bytes, with
