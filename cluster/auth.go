@@ -40,9 +40,8 @@ func newSigner(secret []byte) signer {
 // that the MAC covers: all of a POST's body (a signature seen on the wire
 // cannot be reused for another command, another node to remove), the
 // manifest at the head of a streamed PUT /peer/data (not for another
-// upload's reservations). A stream's chunks are not covered; they are
-// checked against the checksums the log commits before anything of them
-// is served.
+// upload's reservations). A stream's chunks carry tags of their own (see
+// chunkTagger).
 const bodyDigestHeader = "X-Blobnode-Body-Sha256"
 
 // mac covers the request's method, the node it is for (Host: a signature

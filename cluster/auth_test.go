@@ -6,10 +6,13 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +127,24 @@ func (m *manifests) ReceiveReplica(_ context.Context, w store.ReplicaWrite, body
 	return err
 }
 
+// streamBody is a PUT /peer/data body: manifest, salt, then a frame per
+// chunk (its checksum, its bytes, the tag tags gives it as chunk number
+// at[i], or i).
+func streamBody(t *testing.T, manifest, salt []byte, tags chunkTagger, chunks [][]byte, at ...int64) []byte {
+	t.Helper()
+	body := append(binary.BigEndian.AppendUint32(nil, uint32(len(manifest))), manifest...)
+	body = append(body, salt...)
+	for i, c := range chunks {
+		frame := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(c, crc32.MakeTable(crc32.Castagnoli))), c...)
+		n := int64(i)
+		if i < len(at) {
+			n = at[i]
+		}
+		body = append(body, tags.appendTag(frame, n, frame)...)
+	}
+	return body
+}
+
 // TestPeerDataManifestSigned: a replica stream's signature covers its
 // manifest (which reservations, at which index, how many bytes): seen on
 // the wire, it cannot carry bytes to another upload's reservations.
@@ -149,7 +170,12 @@ func TestPeerDataManifestSigned(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got = nil
-			body := append(binary.BigEndian.AppendUint32(nil, uint32(len(tc.sent))), tc.sent...)
+			salt := newStreamSalt()
+			tags, err := c.sign.chunkTagger(tc.sent, salt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := streamBody(t, tc.sent, salt, tags, [][]byte{[]byte("ten bytes!")})
 			r := httptest.NewRequest(http.MethodPut, "/peer/data", bytes.NewReader(body))
 			c.sign.sign(r, tc.signed)
 			w := httptest.NewRecorder()
@@ -159,6 +185,102 @@ func TestPeerDataManifestSigned(t *testing.T) {
 			}
 			if want := tc.status == http.StatusOK; want != (len(got) == 1) {
 				t.Fatalf("the receiver was given %d manifests", len(got))
+			}
+		})
+	}
+}
+
+// recorded keeps the bytes a replica was given.
+type recorded struct{ got []byte }
+
+func (rc *recorded) ReceiveReplica(_ context.Context, w store.ReplicaWrite, body io.Reader) error {
+	b, err := io.ReadAll(body)
+	rc.got = b
+	if err != nil {
+		return fmt.Errorf("%w: %w", store.ErrIncompleteBody, err)
+	}
+	return nil
+}
+
+// TestPeerDataChunksTagged: an upload stream's chunks reach the replica
+// only with the tags the coordinator gave them for that stream, in their
+// place: whoever replays a seen signature (and manifest) with bytes of
+// their own, or another stream's tags, or the chunks in another order, is
+// refused before any of those bytes is handed on, even when the bytes
+// keep their CRC.
+func TestPeerDataChunksTagged(t *testing.T) {
+	c := &Coordinator{sign: newSigner([]byte("the cluster secret, long enough")), log: slog.New(slog.DiscardHandler)}
+	var rc recorded
+	h := authenticated(c.sign, c.log, c.serveData(&rc))
+	const size = 2*store.ChunkSize + 10
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	chunks := [][]byte{data[:store.ChunkSize], data[store.ChunkSize : 2*store.ChunkSize], data[2*store.ChunkSize:]}
+	manifest, err := json.Marshal(store.ReplicaWrite{ReservationIDs: []uint64{1}, Index: 9, Identity: 1, Size: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := json.Marshal(store.ReplicaWrite{ReservationIDs: []uint64{2}, Index: 9, Identity: 2, Size: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	salt := newStreamSalt()
+	tags, err := c.sign.chunkTagger(manifest, salt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := streamBody(t, manifest, salt, tags, chunks)
+	wantBytes := func(chunks ...[]byte) []byte {
+		var b []byte
+		for _, c := range chunks {
+			b = append(b, binary.BigEndian.AppendUint32(nil, crc32.Checksum(c, crc32.MakeTable(crc32.Castagnoli)))...)
+			b = append(b, c...)
+		}
+		return b
+	}
+
+	// The second chunk's bytes replaced, with their own CRC-32C in the
+	// frame, under the tag the coordinator gave the real ones.
+	forged := slices.Clone(data)
+	forged[store.ChunkSize] ^= 1
+	forgedChunks := [][]byte{forged[:store.ChunkSize], forged[store.ChunkSize : 2*store.ChunkSize], forged[2*store.ChunkSize:]}
+	replayed := streamBody(t, manifest, salt, tags, chunks) // the tags of the good stream...
+	frame1 := 4 + len(manifest) + streamSaltSize + 4 + store.ChunkSize + chunkTagSize
+	copy(replayed[frame1+4:], forgedChunks[1]) // ...over other bytes
+	binary.BigEndian.PutUint32(replayed[frame1:], crc32.Checksum(forgedChunks[1], crc32.MakeTable(crc32.Castagnoli)))
+
+	otherSalt := newStreamSalt()
+	otherTags, err := c.sign.chunkTagger(other, otherSalt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		status int
+		want   []byte // what the replica was handed
+	}{
+		{"the coordinator's stream", good, http.StatusOK, wantBytes(chunks...)},
+		{"a chunk's bytes replaced", replayed, http.StatusUnauthorized, wantBytes(chunks[0])},
+		{"another stream's tags", streamBody(t, manifest, otherSalt, otherTags, chunks), http.StatusUnauthorized, nil},
+		{"another salt", streamBody(t, manifest, otherSalt, tags, chunks), http.StatusUnauthorized, nil},
+		{"chunks swapped", streamBody(t, manifest, salt, tags, [][]byte{chunks[1], chunks[0], chunks[2]}, 1, 0, 2), http.StatusUnauthorized, nil},
+		{"cut inside a frame", good[:len(good)-1], http.StatusBadRequest, wantBytes(chunks[:2]...)},
+		{"no salt", good[:4+len(manifest)+3], http.StatusBadRequest, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc = recorded{}
+			r := httptest.NewRequest(http.MethodPut, "/peer/data", bytes.NewReader(tc.body))
+			c.sign.sign(r, manifest)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.status {
+				t.Fatalf("status %d (%s); want %d", w.Code, strings.TrimSpace(w.Body.String()), tc.status)
+			}
+			if !bytes.Equal(rc.got, tc.want) {
+				t.Fatalf("the replica was handed %d bytes, want %d", len(rc.got), len(tc.want))
 			}
 		})
 	}

@@ -32,9 +32,10 @@
 // signed part is not the one signed; either changes nothing. Without TLS
 // whoever can see the traffic can resend a request seen within that
 // window to the same node: a command applies at most once by its request
-// id only within raftfsm.DedupWindow entries, and a seen PUT /peer/data
-// can carry other bytes (its chunks are not signed) to that upload's
-// reservations while they live; those fail the checksums the log commits,
-// so a read or the scrubber finds and repairs them. Keep peer traffic on a
-// private network, or turn TLS on.
+// id only within raftfsm.DedupWindow entries. A PUT /peer/data resent so
+// carries only the bytes it carried: after the manifest come a random
+// salt and the chunks, each tagged (GMAC) under a key derived from the
+// secret, the manifest and the salt, and checked by the replica before
+// it writes the chunk (see chunkTagger). Keep peer traffic on a private
+// network, or turn TLS on.
 package cluster

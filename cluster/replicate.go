@@ -69,14 +69,19 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 		return nil, err
 	}
 	head := binary.BigEndian.AppendUint32(nil, uint32(len(manifest)))
-	st := &stream{log: c.log, pool: &c.frames, need: voters/2 + 1 - 1, stall: stragglerStall, holders: []string{string(c.node.ID())}, results: make(chan *peerStream, len(peers))}
+	salt := newStreamSalt()
+	tags, err := c.sign.chunkTagger(manifest, salt)
+	if err != nil {
+		return nil, err
+	}
+	st := &stream{log: c.log, pool: &c.frames, tags: tags, need: voters/2 + 1 - 1, stall: stragglerStall, holders: []string{string(c.node.ID())}, results: make(chan *peerStream, len(peers))}
 	for _, p := range peers {
 		pctx, cancel := context.WithCancel(ctx)
 		ps := &peerStream{id: p.ID, frames: make(chan *frame, streamDepth), cancel: cancel, done: make(chan struct{})}
 		st.peers = append(st.peers, ps)
 		go func() {
 			defer close(ps.done)
-			body := io.MultiReader(bytes.NewReader(head), bytes.NewReader(manifest), &frameReader{frames: ps.frames, ctx: pctx})
+			body := io.MultiReader(bytes.NewReader(head), bytes.NewReader(manifest), bytes.NewReader(salt), &frameReader{frames: ps.frames, ctx: pctx})
 			ps.err = c.sendReplica(pctx, p.Address, body, manifest)
 			if ps.err != nil {
 				ps.err = fmt.Errorf("%s: %w", p.ID, ps.err)
@@ -91,7 +96,9 @@ func (c *Coordinator) Stream(ctx context.Context, w store.ReplicaWrite) (store.R
 // called by the upload's goroutine only.
 type stream struct {
 	log     *slog.Logger
-	pool    *sync.Pool    // of *frame
+	pool    *sync.Pool // of *frame
+	tags    chunkTagger
+	sent    int64         // chunks sent so far
 	need    int           // peer acknowledgements needed, besides this node's copy
 	stall   time.Duration // stragglerStall
 	peers   []*peerStream
@@ -131,18 +138,20 @@ func (st *stream) cutOff(p *peerStream, why error) {
 	st.errs = append(st.errs, fmt.Errorf("%s: %w", p.id, why))
 }
 
-// Send queues one chunk, preceded by its checksum, to every live peer. A
-// peer whose request ended, or that has not taken a chunk for
-// stragglerStall while enough others remain, is cut off; Send fails once
-// too few peers are left for a majority.
+// Send queues one chunk, preceded by its checksum and followed by its tag,
+// to every live peer. A peer whose request ended, or that has not taken a
+// chunk for stragglerStall while enough others remain, is cut off; Send
+// fails once too few peers are left for a majority.
 func (st *stream) Send(ctx context.Context, sum uint32, chunk []byte) error {
 	f, _ := st.pool.Get().(*frame)
-	if f == nil || cap(f.buf) < 4+len(chunk) {
-		f = &frame{pool: st.pool, buf: make([]byte, 4+len(chunk))}
+	if size := 4 + len(chunk) + chunkTagSize; f == nil || cap(f.buf) < size {
+		f = &frame{pool: st.pool, buf: make([]byte, size)}
 	}
 	f.b = f.buf[:4+len(chunk)]
 	binary.BigEndian.PutUint32(f.b, sum)
 	copy(f.b[4:], chunk)
+	f.b = st.tags.appendTag(f.b, st.sent, f.b)
+	st.sent++
 	f.refs.Store(int32(st.live()) + 1) // the queues, and this loop
 	defer f.release()
 	for _, p := range st.peers {
@@ -274,12 +283,13 @@ func (st *stream) Abort() {
 	}
 }
 
-// frame is one chunk, preceded by its checksum, shared by the peers'
+// frame is one chunk, preceded by its checksum and followed by its tag
+// (see chunkTagger), shared by the peers”
 // queues. refs counts who still holds it; the last to let go returns it to
 // the pool. (A frame left in the queue of a peer cut off is never
 // returned: the garbage collector takes it.)
 type frame struct {
-	buf  []byte // capacity 4 + ChunkSize
+	buf  []byte // capacity 4 + ChunkSize + chunkTagSize
 	b    []byte // buf's bytes in use
 	refs atomic.Int32
 	pool *sync.Pool
@@ -337,8 +347,10 @@ func (c *Coordinator) sendReplica(ctx context.Context, addr raft.ServerAddress, 
 }
 
 // serveData is PUT /peer/data: a big-endian u32 length, that many bytes of
-// JSON store.ReplicaWrite, then the upload's chunks in blob order, each
-// preceded by its checksum (big-endian u32).
+// JSON store.ReplicaWrite (the manifest, which the signature covers), the
+// stream's salt, then the upload's chunks in blob order, each preceded by
+// its checksum (big-endian u32) and followed by its tag (see
+// chunkTagger). A chunk is handed to the store only once its tag checked.
 func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var n [4]byte
@@ -365,8 +377,27 @@ func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 			writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: err.Error()})
 			return
 		}
-		err := rcv.ReceiveReplica(r.Context(), m, r.Body)
+		salt := make([]byte, streamSaltSize)
+		if _, err := io.ReadFull(r.Body, salt); err != nil {
+			writeJSON(w, http.StatusBadRequest, wireError{Code: codeBadCommand, Message: "the stream's salt: " + err.Error()})
+			return
+		}
+		tags, err := c.sign.chunkTagger(manifest, salt)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, wireError{Code: codeUnavailable, Message: err.Error()})
+			return
+		}
+		bufp, _ := c.frameBufs.Get().(*[]byte)
+		if bufp == nil {
+			b := make([]byte, 4+store.ChunkSize+chunkTagSize)
+			bufp = &b
+		}
+		defer c.frameBufs.Put(bufp)
+		body := &taggedChunks{r: r.Body, tags: tags, size: m.Size, buf: *bufp}
+		err = rcv.ReceiveReplica(r.Context(), m, body)
 		switch {
+		case errors.Is(err, ErrPeerAuth):
+			refuse(w, r, c.log, err)
 		case err == nil:
 			writeJSON(w, http.StatusOK, struct{}{})
 		case errors.Is(err, store.ErrGone):

@@ -17,7 +17,11 @@ import (
 // test: a peer's frames are consumed only if the test reads them, and
 // finish(p, err) ends its request as the HTTP answer would.
 func newTestStream(need int, ids ...string) *stream {
-	st := &stream{log: slog.New(slog.DiscardHandler), pool: &sync.Pool{}, need: need, stall: 100 * time.Millisecond,
+	tags, err := newSigner([]byte("the cluster secret, long enough")).chunkTagger([]byte("{}"), newStreamSalt())
+	if err != nil {
+		panic(err)
+	}
+	st := &stream{log: slog.New(slog.DiscardHandler), pool: &sync.Pool{}, tags: tags, need: need, stall: 100 * time.Millisecond,
 		holders: []string{"self"}, results: make(chan *peerStream, len(ids))}
 	for _, id := range ids {
 		_, cancel := context.WithCancel(context.Background())
@@ -117,7 +121,7 @@ func TestFrameSharedUntilRead(t *testing.T) {
 	readers := []*frameReader{{frames: oneFrame(f), ctx: context.Background()}, {frames: oneFrame(f), ctx: context.Background()}}
 	for i, want := range []int32{1, 0} {
 		b, err := io.ReadAll(readers[i])
-		if err != nil || len(b) != 4+len(chunk) || string(b[4:]) != string(chunk) {
+		if err != nil || len(b) != 4+len(chunk)+chunkTagSize || string(b[4:4+len(chunk)]) != string(chunk) {
 			t.Fatalf("body %d: %q, %v", i, b, err)
 		}
 		if got := f.refs.Load(); got != want {
