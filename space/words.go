@@ -36,24 +36,48 @@ func (ws *words) markAll() {
 
 func (ws *words) bit(i int) bool { return ws.w[i>>6]&(1<<(i&63)) != 0 }
 
-// appendRuns appends one write per run of dirty words to tx and clears the
-// dirty bits. buf is scratch space reused across calls.
+// maxMergeGap is the most clean words appendRuns writes between two dirty
+// ones to make their writes one.
+//
+// Why: a small allocation changes a word at each level of its lpage's
+// tree, tens to hundreds of bytes apart, and the journal applies each
+// write of a transaction with a write of its own: one word per write was
+// most of a node's system calls under small PUTs (strace, 1 KiB PUTs at
+// 16 clients: 3.5 heap-volume pwrites per PUT, allocator words nearly all
+// of them). A clean word rewritten holds what it held: ws caches all of
+// its run, so the bytes come from memory, never read back from the device
+// (where, after a failed sync, they may be older).
+const maxMergeGap = 64
+
+// appendRuns appends to tx one write per run of dirty words, runs less
+// than maxMergeGap clean words apart written as one, and clears the dirty
+// bits. buf is scratch space reused across calls.
 func (ws *words) appendRuns(tx *volume.Txn, buf []byte) []byte {
+	start, end := -1, -1 // the write being gathered: words [start, end)
+	flush := func() {
+		buf = buf[:0]
+		for _, v := range ws.w[start:end] {
+			buf = binary.LittleEndian.AppendUint64(buf, v)
+		}
+		tx.Write(ws.off+int64(start)*8, buf)
+	}
 	for di, d := range ws.dirty {
 		for d != 0 {
-			start := di*64 + bits.TrailingZeros64(d)
-			end := start
-			for end < len(ws.w) && ws.dirty[end>>6]&(1<<(end&63)) != 0 {
-				ws.dirty[end>>6] &^= 1 << (end & 63)
-				end++
+			i := di*64 + bits.TrailingZeros64(d)
+			d &= d - 1
+			if start >= 0 && i-end <= maxMergeGap {
+				end = i + 1
+				continue
 			}
-			buf = buf[:0]
-			for _, v := range ws.w[start:end] {
-				buf = binary.LittleEndian.AppendUint64(buf, v)
+			if start >= 0 {
+				flush()
 			}
-			tx.Write(ws.off+int64(start)*8, buf)
-			d = ws.dirty[di]
+			start, end = i, i+1
 		}
+		ws.dirty[di] = 0
+	}
+	if start >= 0 {
+		flush()
 	}
 	ws.listed = false
 	return buf

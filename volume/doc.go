@@ -108,11 +108,10 @@
 // A [Txn] is an ordered list of writes into the state region. [Journal.Submit]
 // queues it; one goroutine owned by the Journal takes everything queued
 // (up to 4 MiB of payload, never more than the log can hold), encodes it
-// as one record with the next sequence number (when the writes share
-// 512-byte sectors, as the allocator's words do, the record holds instead
-// one write per run of the sectors they cover, their current bytes
-// patched in order: fewer in-place writes, and a replay restores each such
-// sector whole), and then:
+// as one record with the next sequence number (writes that overlap or
+// touch merged into one, each byte as the last of them wrote it; a record
+// carries only bytes its transactions wrote, never bytes read back from
+// the device), and then:
 //
 //  1. WriteAt the record at the log tail, then Device.Sync. This fsync is the
 //     commit point: once it returns, the group survives a crash and will be

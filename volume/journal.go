@@ -102,7 +102,7 @@ type JournalStats struct {
 	Bytes       uint64 // bytes written to the log area, padding included
 	Checkpoints uint64 // log resets
 	Replayed    uint64 // records replayed by Open
-	Widened     uint64 // records logged as whole sectors (see Journal.widen)
+	Coalesced   uint64 // records whose writes coalesce merged
 }
 
 // job is one queue entry: a transaction, or a checkpoint request.
@@ -152,13 +152,14 @@ type Journal struct {
 	nextSeq uint64 // sequence number of the next record
 	tail    int64  // where the next record goes
 	rec     []byte // record buffer, reused
-	// widen's buffers, reused.
-	wide       []byte
-	wideWrites []recordWrite
-	wideRuns   []sectorRun
-	closeErr   error // result of the final checkpoint, read after done
+	// coalesce's buffers, reused.
+	cWrites  []recordWrite
+	cOrder   []int
+	cRuns    []writeRun
+	cBuf     []byte
+	closeErr error // result of the final checkpoint, read after done
 
-	commits, groups, fsyncs, bytes, checkpoints, replayed, widened atomic.Uint64
+	commits, groups, fsyncs, bytes, checkpoints, replayed, coalesced atomic.Uint64
 }
 
 // openJournal reads the journal header, replays committed records, and
@@ -447,7 +448,7 @@ func (j *Journal) Stats() JournalStats {
 		Bytes:       j.bytes.Load(),
 		Checkpoints: j.checkpoints.Load(),
 		Replayed:    j.replayed.Load(),
-		Widened:     j.widened.Load(),
+		Coalesced:   j.coalesced.Load(),
 	}
 }
 
@@ -609,10 +610,7 @@ func (j *Journal) writeGroup(batch []job) error {
 	for _, jb := range batch {
 		rec = append(rec, jb.entries...)
 	}
-	if wide, ok := j.widen(rec[recordHdrSize:]); ok {
-		rec = append(rec[:recordHdrSize], wide...)
-		j.widened.Add(1)
-	}
+	rec = j.coalesce(rec)
 	rec = sealRecord(rec, j.nextSeq, j.tag)
 	j.rec = rec
 	size := int64(len(rec))
@@ -635,80 +633,71 @@ func (j *Journal) writeGroup(batch []job) error {
 	return j.apply(rec[recordHdrSize : recordHdrSize+payloadLen])
 }
 
-// widenSector is the unit widen rounds entries out to.
-const widenSector = 512
-
-// widen rewrites a payload as one entry per run of consecutive sectors
-// its entries cover (their current bytes, patched with the entries in
-// order), when that takes fewer entries and still fits a record. ok is
-// false, and the payload is to be logged as it is, otherwise or when a
-// run cannot be read.
+// coalesce rewrites the payload of rec (its header not yet filled) so that
+// writes that overlap or touch become one, each byte holding what the last
+// write of it in the payload held: the record applies to the same bytes,
+// with fewer writes.
 //
-// Why: a group of allocator transactions holds hundreds of word-sized
-// entries a few words apart, and applying them in place took one write
-// each, most of the journal's system calls. A widened record is applied
-// with one write per run. It is as crash-safe as the entries it replaces
-// and more: the record holds every byte of each sector the in-place
-// writes touch, so a replay restores a sector that a power cut tore into
-// garbage whole, not only the bytes the entries name. The bytes are read
-// from the device, which holds the state after every earlier record (run
-// applies each before it writes the next, and replay goes in order); the
-// state region has no other writer while the journal runs (WriteMetaDirect
-// checkpoints first), and runs are clamped to it.
+// Why: a group holds many transactions, and an allocator transaction per
+// batch of small PUTs rewrites the same header counters and summary and
+// tree words as the one before; applying the record in place took one
+// write per entry, most of a node's system calls under small PUTs. The
+// record still carries only bytes its transactions wrote (nothing read
+// back from the device, which after a failed sync may hold older bytes
+// than an acknowledged record put there), and is applied all or nothing
+// as before, so dropping a write that a later one covers changes no
+// outcome.
 //
 // REQUIRES: called by the run goroutine.
-func (j *Journal) widen(payload []byte) (wide []byte, ok bool) {
-	writes := j.wideWrites[:0]
-	defer func() { clear(writes); j.wideWrites = writes[:0] }() // drop references into payload
+func (j *Journal) coalesce(rec []byte) []byte {
+	payload := rec[recordHdrSize:]
+	writes := j.cWrites[:0]
 	if walkPayload(payload, func(off int64, data []byte) error {
-		writes = append(writes, recordWrite{off: off, data: data})
+		if len(data) > 0 {
+			writes = append(writes, recordWrite{off: off, data: data})
+		}
 		return nil
 	}) != nil {
-		return nil, false
+		return rec // checked again by whoever replays it; leave it as it is
 	}
-	runs := j.wideRuns[:0]
-	for _, w := range writes {
-		if len(w.data) == 0 {
+	defer func() { clear(writes); j.cWrites = writes[:0] }() // drop references into rec
+	order := j.cOrder[:0]
+	for i := range writes {
+		order = append(order, i)
+	}
+	j.cOrder = order
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(writes[a].off, writes[b].off) })
+	// Clusters of writes that overlap or touch, in offset order.
+	runs := j.cRuns[:0]
+	for _, i := range order {
+		w := writes[i]
+		end := w.off + int64(len(w.data))
+		if k := len(runs) - 1; k >= 0 && w.off <= runs[k].end {
+			runs[k].end = max(runs[k].end, end)
 			continue
 		}
-		a := max(w.off/widenSector*widenSector, j.stateStart)
-		b := min((w.off+int64(len(w.data))+widenSector-1)/widenSector*widenSector, j.stateEnd)
-		runs = append(runs, sectorRun{start: a, end: b})
+		runs = append(runs, writeRun{start: w.off, end: end})
 	}
-	slices.SortFunc(runs, func(x, y sectorRun) int { return cmp.Compare(x.start, y.start) })
-	merged := runs[:0]
-	for _, r := range runs {
-		if k := len(merged) - 1; k >= 0 && r.start <= merged[k].end {
-			merged[k].end = max(merged[k].end, r.end)
-			continue
-		}
-		merged = append(merged, r)
+	j.cRuns = runs
+	if len(runs) == len(writes) {
+		return rec // nothing to merge
 	}
-	runs = merged
-	j.wideRuns = runs
 	size := 4
 	for _, r := range runs {
 		size += entryHdrSize + int(r.end-r.start)
 	}
-	if len(runs) >= len(writes) || size-4 > j.maxTxn {
-		return nil, false
-	}
 	le := binary.LittleEndian
-	wide = slices.Grow(j.wide[:0], size)
-	wide = le.AppendUint32(wide, uint32(len(runs)))
+	out := slices.Grow(j.cBuf[:0], size)
+	out = le.AppendUint32(out, uint32(len(runs)))
 	for i := range runs {
 		r := &runs[i]
-		wide = le.AppendUint64(wide, uint64(r.start))
-		wide = le.AppendUint32(wide, uint32(r.end-r.start))
-		r.at = int64(len(wide))
-		wide = wide[:len(wide)+int(r.end-r.start)]
-		if readFull(j.dev, wide[r.at:], r.start) != nil {
-			return nil, false
-		}
+		out = le.AppendUint64(out, uint64(r.start))
+		out = le.AppendUint32(out, uint32(r.end-r.start))
+		r.at = len(out)
+		out = out[:len(out)+int(r.end-r.start)]
 	}
-	j.wide = wide
-	for _, w := range writes {
-		i, found := slices.BinarySearchFunc(runs, w.off, func(r sectorRun, off int64) int {
+	for _, w := range writes { // in payload order: a later write wins
+		i, _ := slices.BinarySearchFunc(runs, w.off, func(r writeRun, off int64) int {
 			if r.end <= off {
 				return -1
 			}
@@ -717,17 +706,17 @@ func (j *Journal) widen(payload []byte) (wide []byte, ok bool) {
 			}
 			return 0
 		})
-		if found {
-			r := runs[i]
-			copy(wide[r.at+w.off-r.start:], w.data)
-		}
+		r := runs[i]
+		copy(out[r.at+int(w.off-r.start):], w.data)
 	}
-	return wide, true
+	j.cBuf = out
+	j.coalesced.Add(1)
+	return append(rec[:recordHdrSize], out...)
 }
 
-// sectorRun is a range of consecutive sectors, [start, end), and where
-// widen put its bytes.
-type sectorRun struct {
+// writeRun is a range of bytes that coalesce writes as one entry, and
+// where its bytes are in the new payload.
+type writeRun struct {
 	start, end int64
-	at         int64
+	at         int
 }
