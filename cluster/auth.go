@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,6 +12,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blobnode/blobnode/raftfsm"
@@ -26,14 +30,23 @@ const authScheme = "BlobnodePeer "
 var ErrPeerAuth = errors.New("cluster: peer request not authenticated")
 
 // signer signs and verifies peer requests with a key derived from the
-// cluster secret.
+// cluster secret. Copies share its sequence and its replay guard.
 type signer struct {
 	key []byte
 	now func() time.Time
+	// epoch (random, drawn at start) and seq number this sender's
+	// requests: each signature is unique, and a receiver accepts each
+	// (epoch, seq) of a request that changes something once (seen).
+	epoch uint64
+	seq   *atomic.Uint64
+	seen  *replayGuard
 }
 
 func newSigner(secret []byte) signer {
-	return signer{key: raftfsm.PeerKey(secret, "peer api"), now: time.Now}
+	var b [8]byte
+	rand.Read(b[:])
+	return signer{key: raftfsm.PeerKey(secret, "peer api"), now: time.Now,
+		epoch: binary.LittleEndian.Uint64(b[:]) | 1, seq: new(atomic.Uint64), seen: newReplayGuard()}
 }
 
 // bodyDigestHeader carries the SHA-256 of the part of a request's body
@@ -45,11 +58,11 @@ func newSigner(secret []byte) signer {
 const bodyDigestHeader = "X-Blobnode-Body-Sha256"
 
 // mac covers the request's method, the node it is for (Host: a signature
-// for one node is refused by the others), its URI, its time and the
-// digest of its signed part.
-func (s signer) mac(method, host, uri string, ts int64, bodyDigest string) []byte {
+// for one node is refused by the others), its URI, its time, its sender's
+// epoch and sequence number and the digest of its signed part.
+func (s signer) mac(method, host, uri string, ts int64, epoch, seq uint64, bodyDigest string) []byte {
 	m := hmac.New(sha256.New, s.key)
-	fmt.Fprintf(m, "%s %s %s %d %s", method, host, uri, ts, bodyDigest)
+	fmt.Fprintf(m, "%s %s %s %d %016x %d %s", method, host, uri, ts, epoch, seq, bodyDigest)
 	return m.Sum(nil)
 }
 
@@ -68,28 +81,127 @@ func (s signer) sign(req *http.Request, signed []byte) {
 		host = req.URL.Host
 	}
 	ts := s.now().Unix()
-	req.Header.Set("Authorization", authScheme+strconv.FormatInt(ts, 10)+"."+hex.EncodeToString(s.mac(req.Method, host, req.URL.RequestURI(), ts, digest)))
+	seq := s.seq.Add(1)
+	req.Header.Set("Authorization", fmt.Sprintf("%s%d.%016x.%d.%s", authScheme, ts, s.epoch, seq,
+		hex.EncodeToString(s.mac(req.Method, host, req.URL.RequestURI(), ts, s.epoch, seq, digest))))
 }
 
-// verify checks req's Authorization header.
+// verify checks req's Authorization header: "BlobnodePeer
+// <unix seconds>.<epoch, 16 hex digits>.<seq>.<hex MAC>". A request that
+// changes something (any method but GET and HEAD) is accepted once: its
+// sender's (epoch, seq) again is a replay (see replayGuard).
 func (s signer) verify(req *http.Request) error {
 	h := req.Header.Get("Authorization")
 	if !strings.HasPrefix(h, authScheme) {
 		return fmt.Errorf("%w: no BlobnodePeer authorization", ErrPeerAuth)
 	}
-	tsText, macText, ok := strings.Cut(strings.TrimPrefix(h, authScheme), ".")
-	ts, err := strconv.ParseInt(tsText, 10, 64)
-	if !ok || err != nil {
+	parts := strings.Split(strings.TrimPrefix(h, authScheme), ".")
+	if len(parts) != 4 || len(parts[1]) != 16 {
+		return fmt.Errorf("%w: malformed authorization", ErrPeerAuth)
+	}
+	ts, err1 := strconv.ParseInt(parts[0], 10, 64)
+	epoch, err2 := strconv.ParseUint(parts[1], 16, 64)
+	seq, err3 := strconv.ParseUint(parts[2], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
 		return fmt.Errorf("%w: malformed authorization", ErrPeerAuth)
 	}
 	if d := s.now().Sub(time.Unix(ts, 0)); d > MaxClockSkew || d < -MaxClockSkew {
 		return fmt.Errorf("%w: timestamp %v away from this node's clock", ErrPeerAuth, d.Round(time.Second))
 	}
-	got, err := hex.DecodeString(macText)
-	if err != nil || !hmac.Equal(got, s.mac(req.Method, req.Host, req.RequestURI, ts, req.Header.Get(bodyDigestHeader))) {
+	got, err := hex.DecodeString(parts[3])
+	if err != nil || !hmac.Equal(got, s.mac(req.Method, req.Host, req.RequestURI, ts, epoch, seq, req.Header.Get(bodyDigestHeader))) {
 		return fmt.Errorf("%w: wrong MAC (another cluster secret?)", ErrPeerAuth)
 	}
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		return nil // a read: sent again, it changes nothing
+	}
+	return s.seen.accept(epoch, seq, ts, s.now())
+}
+
+// replayGuard remembers, per sender epoch, which sequence numbers of
+// requests that change something it accepted, so that a request seen on
+// the wire and sent again is refused. Per epoch it keeps the highest
+// number accepted and a bitmap of the replayWindow numbers below it:
+// requests signed concurrently arrive a little out of order, never
+// replayWindow apart, and one older than the window is refused. An epoch
+// is forgotten once 2*MaxClockSkew have passed since the newest
+// timestamp it was accepted with: each of its requests is refused by its
+// timestamp by then. A restart forgets every epoch: within MaxClockSkew
+// of it, a request accepted before can be sent again (documented).
+type replayGuard struct {
+	mu     sync.Mutex
+	epochs map[uint64]*seqWindow
+}
+
+const (
+	replayWindow = 1 << 16
+	// maxEpochs bounds the senders remembered (each start of a node, or
+	// join, is one): a sender beyond it is refused until some are
+	// forgotten. Only holders of the secret make epochs.
+	maxEpochs = 4096
+)
+
+type seqWindow struct {
+	max    uint64 // highest sequence number accepted
+	bits   [replayWindow / 64]uint64
+	lastTs int64 // newest timestamp accepted
+}
+
+func newReplayGuard() *replayGuard { return &replayGuard{epochs: map[uint64]*seqWindow{}} }
+
+func (w *seqWindow) bit(seq uint64) (word *uint64, mask uint64) {
+	i := seq % replayWindow
+	return &w.bits[i/64], 1 << (i % 64)
+}
+
+// accept records (epoch, seq) of a request with timestamp ts, or refuses
+// it with ErrPeerAuth if it was accepted before or is too old to tell.
+func (g *replayGuard) accept(epoch, seq uint64, ts int64, now time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w := g.epochs[epoch]
+	if w == nil {
+		g.forget(now)
+		if len(g.epochs) >= maxEpochs {
+			return fmt.Errorf("%w: %d senders already seen within %v", ErrPeerAuth, len(g.epochs), 2*MaxClockSkew)
+		}
+		w = &seqWindow{}
+		g.epochs[epoch] = w
+	}
+	switch {
+	case seq == 0:
+		return fmt.Errorf("%w: sequence number 0", ErrPeerAuth)
+	case seq > w.max:
+		if seq-w.max >= replayWindow {
+			clear(w.bits[:])
+		} else {
+			for s := w.max + 1; s <= seq; s++ { // their bits are of numbers replayWindow below
+				word, mask := w.bit(s)
+				*word &^= mask
+			}
+		}
+		w.max = seq
+	case w.max-seq >= replayWindow:
+		return fmt.Errorf("%w: request %d of its sender is older than the %d this node remembers", ErrPeerAuth, seq, replayWindow)
+	default:
+		if word, mask := w.bit(seq); *word&mask != 0 {
+			return fmt.Errorf("%w: request %d of its sender was seen before (a replay)", ErrPeerAuth, seq)
+		}
+	}
+	word, mask := w.bit(seq)
+	*word |= mask
+	w.lastTs = max(w.lastTs, ts)
 	return nil
+}
+
+// forget drops the epochs whose requests are all refused by their
+// timestamps by now. REQUIRES: g.mu held.
+func (g *replayGuard) forget(now time.Time) {
+	for e, w := range g.epochs {
+		if now.Sub(time.Unix(w.lastTs, 0)) > 2*MaxClockSkew {
+			delete(g.epochs, e)
+		}
+	}
 }
 
 // errBodyTooLarge: a whole body over the limit of its endpoint.

@@ -285,3 +285,79 @@ func TestPeerDataChunksTagged(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerReplayRefused: a peer request that changes something is
+// accepted once; the same request again (seen on the wire and resent) is
+// refused and reaches no handler, whatever order concurrent requests
+// arrive in. Reads may be sent again. A request older than the window,
+// and every epoch's requests once its timestamps are out of the skew,
+// are refused; another sender's numbers are its own.
+func TestPeerReplayRefused(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	secret := []byte("the cluster secret, long enough")
+	receiver := newSigner(secret)
+	receiver.now = func() time.Time { return now }
+	sender := newSigner(secret)
+	sender.now = receiver.now
+	handled := 0
+	h := authenticated(receiver, slog.New(slog.DiscardHandler), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handled++
+	}))
+	signed := func(s signer, method string) *http.Request {
+		body := []byte("a command")
+		r := httptest.NewRequest(method, "http://n1:8080/peer/propose", bytes.NewReader(body))
+		s.sign(r, body)
+		return r
+	}
+	send := func(r *http.Request) int {
+		in := httptest.NewRequest(r.Method, "/peer/propose", bytes.NewReader([]byte("a command")))
+		in.Host = "n1:8080"
+		in.Header = r.Header.Clone()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, in)
+		return w.Code
+	}
+	expect := func(what string, r *http.Request, want int) {
+		t.Helper()
+		before := handled
+		if got := send(r); got != want {
+			t.Fatalf("%s: status %d, want %d", what, got, want)
+		}
+		if reached := handled > before; reached != (want == http.StatusOK) {
+			t.Fatalf("%s: reached the handler: %v", what, reached)
+		}
+	}
+
+	a, b, c := signed(sender, http.MethodPost), signed(sender, http.MethodPost), signed(sender, http.MethodPost)
+	expect("c", c, http.StatusOK)
+	expect("a, after c", a, http.StatusOK)
+	expect("c again", c, http.StatusUnauthorized)
+	expect("b, after a and c", b, http.StatusOK)
+	expect("a again", a, http.StatusUnauthorized)
+	expect("b again", b, http.StatusUnauthorized)
+
+	get := signed(sender, http.MethodGet)
+	expect("a read", get, http.StatusOK)
+	expect("the read again", get, http.StatusOK)
+
+	other := newSigner(secret)
+	other.now = receiver.now
+	other.seq.Store(sender.seq.Load() - 1) // the same numbers, another epoch
+	expect("another sender's request", signed(other, http.MethodPost), http.StatusOK)
+
+	old := signed(sender, http.MethodPost)
+	sender.seq.Add(replayWindow)
+	expect("a request past the window", signed(sender, http.MethodPost), http.StatusOK)
+	expect("one the window left behind", old, http.StatusUnauthorized)
+
+	now = now.Add(2*MaxClockSkew + time.Second)
+	fresh := newSigner(secret)
+	fresh.now = receiver.now
+	expect("a new sender, later", signed(fresh, http.MethodPost), http.StatusOK)
+	receiver.seen.mu.Lock()
+	remembered := len(receiver.seen.epochs)
+	receiver.seen.mu.Unlock()
+	if remembered != 1 {
+		t.Fatalf("%d epochs remembered, want 1: those whose requests are all out of the skew are forgotten", remembered)
+	}
+}

@@ -18,24 +18,28 @@
 //
 // Every peer request carries
 //
-//	Authorization: BlobnodePeer <unix seconds>.<hex HMAC-SHA256(key, method SP host SP request-URI SP seconds SP body digest)>
+//	Authorization: BlobnodePeer <unix seconds>.<epoch>.<seq>.<hex HMAC-SHA256(key, method SP host SP request-URI SP seconds SP epoch SP seq SP body digest)>
 //
-// with key derived from the cluster secret for this use only
-// (raftfsm.PeerKey(secret, "peer api")) and host the request's Host (the
-// node it is for). A request with a body also carries
+// where epoch (16 hex digits, drawn at the sender's start) and seq (its
+// requests numbered from 1) make every signature unique, key is derived
+// from the cluster secret for this use only (raftfsm.PeerKey(secret,
+// "peer api")), and host is the request's Host (the node it is for). A request with a body also carries
 // X-Blobnode-Body-Sha256, the hex SHA-256 of the part the signature covers
 // (the body digest above; empty for a GET): the whole body of a POST (a
 // command, a join, a removal), the manifest at the head of PUT /peer/data
 // (which reservations the bytes are for). A request without the header,
 // with a wrong one, or more than MaxClockSkew away from the receiver's
 // clock is refused with 401 before its body is read, as is one whose
-// signed part is not the one signed; either changes nothing. Without TLS
-// whoever can see the traffic can resend a request seen within that
-// window to the same node: a command applies at most once by its request
-// id only within raftfsm.DedupWindow entries. A PUT /peer/data resent so
-// carries only the bytes it carried: after the manifest come a random
-// salt and the chunks, each tagged (GMAC) under a key derived from the
-// secret, the manifest and the salt, and checked by the replica before
+// signed part is not the one signed; either changes nothing. A request
+// that changes something (any method but GET and HEAD) is accepted once:
+// the same epoch and seq again is a replay, refused with 401 (see
+// replayGuard). A receiver that restarted has forgotten which it
+// accepted: within MaxClockSkew of its start, a request it accepted
+// before can be sent to it again; a command applies at most once by its
+// request id only within raftfsm.DedupWindow entries. A resent PUT
+// /peer/data carries only the bytes it carried: after the manifest come a
+// random salt and the chunks, each tagged (GMAC) under a key derived from
+// the secret, the manifest and the salt, and checked by the replica before
 // it writes the chunk (see chunkTagger). Keep peer traffic on a private
 // network, or turn TLS on.
 package cluster
