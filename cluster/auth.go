@@ -138,7 +138,7 @@ const (
 	// maxEpochs bounds the senders remembered (each start of a node, or
 	// join, is one): a sender beyond it is refused until some are
 	// forgotten. Only holders of the secret make epochs.
-	maxEpochs = 4096
+	maxEpochs = 1024 // 8 MiB of windows at most
 )
 
 type seqWindow struct {
