@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -81,7 +82,10 @@ func (s signer) sign(req *http.Request, signed []byte) {
 		host = req.URL.Host
 	}
 	ts := s.now().Unix()
-	seq := s.seq.Add(1)
+	seq := uint64(0) // a read: never checked for replay, so it takes no number
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		seq = s.seq.Add(1)
+	}
 	req.Header.Set("Authorization", fmt.Sprintf("%s%d.%016x.%d.%s", authScheme, ts, s.epoch, seq,
 		hex.EncodeToString(s.mac(req.Method, host, req.URL.RequestURI(), ts, s.epoch, seq, digest))))
 }
@@ -121,30 +125,39 @@ func (s signer) verify(req *http.Request) error {
 // replayGuard remembers, per sender epoch, which sequence numbers of
 // requests that change something it accepted, so that a request seen on
 // the wire and sent again is refused. Per epoch it keeps the highest
-// number accepted and a bitmap of the replayWindow numbers below it:
-// requests signed concurrently arrive a little out of order, never
-// replayWindow apart, and one older than the window is refused. An epoch
-// is forgotten once 2*MaxClockSkew have passed since the newest
-// timestamp it was accepted with: each of its requests is refused by its
-// timestamp by then. A restart forgets every epoch: within MaxClockSkew
-// of it, a request accepted before can be sent again (documented).
+// number accepted and a bitmap of the replayWindow numbers below it. A
+// sender numbers only such requests (reads take none), a few thousand a
+// second at most, so a request overtaken by replayWindow later ones of its
+// sender (a minute or more of them) is refused as too old to tell; the
+// coordinator's own retries sign again. An epoch is forgotten once
+// 2*MaxClockSkew have passed since it last had a request accepted: each
+// of its requests is refused by its timestamp by then. When maxEpochs are
+// remembered, the one whose last request is oldest is forgotten, and a
+// request of an epoch not remembered is then refused if its timestamp is
+// not after that last request's (it could be a replay of the forgotten
+// one's). A restart forgets every epoch: within MaxClockSkew of it, a
+// request accepted before can be sent again (documented).
 type replayGuard struct {
-	mu     sync.Mutex
-	epochs map[uint64]*seqWindow
+	mu      sync.Mutex
+	epochs  map[uint64]*seqWindow
+	horizon int64 // unknown epochs' requests must be newer (unix seconds)
 }
 
 const (
-	replayWindow = 1 << 16
-	// maxEpochs bounds the senders remembered (each start of a node, or
-	// join, is one): a sender beyond it is refused until some are
-	// forgotten. Only holders of the secret make epochs.
-	maxEpochs = 1024 // 8 MiB of windows at most
+	replayWindow = 1 << 18
+	// maxEpochs bounds the senders remembered (one per node start and
+	// per join): 8 MiB of windows at most.
+	maxEpochs = 256
 )
 
 type seqWindow struct {
-	max    uint64 // highest sequence number accepted
-	bits   [replayWindow / 64]uint64
-	lastTs int64 // newest timestamp accepted
+	max  uint64 // highest sequence number accepted
+	bits [replayWindow / 64]uint64
+	// last is the receiver's time of the newest timestamp accepted, the
+	// timestamp capped at the receiver's clock (a request dated ahead is
+	// refused by its timestamp MaxClockSkew after its date, which is
+	// within 2*MaxClockSkew of when it arrived).
+	last int64
 }
 
 func newReplayGuard() *replayGuard { return &replayGuard{epochs: map[uint64]*seqWindow{}} }
@@ -157,26 +170,30 @@ func (w *seqWindow) bit(seq uint64) (word *uint64, mask uint64) {
 // accept records (epoch, seq) of a request with timestamp ts, or refuses
 // it with ErrPeerAuth if it was accepted before or is too old to tell.
 func (g *replayGuard) accept(epoch, seq uint64, ts int64, now time.Time) error {
+	if seq == 0 {
+		return fmt.Errorf("%w: sequence number 0", ErrPeerAuth)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	w := g.epochs[epoch]
 	if w == nil {
+		if ts <= g.horizon {
+			return fmt.Errorf("%w: a sender not remembered, and dated before the oldest one forgotten", ErrPeerAuth)
+		}
 		g.forget(now)
 		if len(g.epochs) >= maxEpochs {
-			return fmt.Errorf("%w: %d senders already seen within %v", ErrPeerAuth, len(g.epochs), 2*MaxClockSkew)
+			g.forgetOldest()
 		}
 		w = &seqWindow{}
 		g.epochs[epoch] = w
 	}
 	switch {
-	case seq == 0:
-		return fmt.Errorf("%w: sequence number 0", ErrPeerAuth)
 	case seq > w.max:
-		if seq-w.max >= replayWindow {
+		if d := seq - w.max; d >= replayWindow {
 			clear(w.bits[:])
 		} else {
-			for s := w.max + 1; s <= seq; s++ { // their bits are of numbers replayWindow below
-				word, mask := w.bit(s)
+			for i := uint64(1); i <= d; i++ { // their bits are of numbers replayWindow below
+				word, mask := w.bit(w.max + i)
 				*word &^= mask
 			}
 		}
@@ -190,15 +207,29 @@ func (g *replayGuard) accept(epoch, seq uint64, ts int64, now time.Time) error {
 	}
 	word, mask := w.bit(seq)
 	*word |= mask
-	w.lastTs = max(w.lastTs, ts)
+	w.last = max(w.last, min(ts, now.Unix()))
 	return nil
+}
+
+// forgetOldest forgets the epoch whose last request is oldest, and keeps
+// its time as the horizon. REQUIRES: g.mu held.
+func (g *replayGuard) forgetOldest() {
+	var oldest uint64
+	t := int64(math.MaxInt64)
+	for e, w := range g.epochs {
+		if w.last < t {
+			oldest, t = e, w.last
+		}
+	}
+	delete(g.epochs, oldest)
+	g.horizon = max(g.horizon, t)
 }
 
 // forget drops the epochs whose requests are all refused by their
 // timestamps by now. REQUIRES: g.mu held.
 func (g *replayGuard) forget(now time.Time) {
 	for e, w := range g.epochs {
-		if now.Sub(time.Unix(w.lastTs, 0)) > 2*MaxClockSkew {
+		if now.Sub(time.Unix(w.last, 0)) > 2*MaxClockSkew {
 			delete(g.epochs, e)
 		}
 	}

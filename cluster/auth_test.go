@@ -10,9 +10,11 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -359,5 +361,76 @@ func TestPeerReplayRefused(t *testing.T) {
 	receiver.seen.mu.Unlock()
 	if remembered != 1 {
 		t.Fatalf("%d epochs remembered, want 1: those whose requests are all out of the skew are forgotten", remembered)
+	}
+}
+
+// TestPeerReplayWindowEdges: reads take no sequence number, so any number
+// of them between two writes never pushes the older write out of the
+// window; a number at the top of the range does not hang the guard; and
+// a full table of senders forgets its oldest instead of refusing a new
+// one (a peer that restarted), while a request of the forgotten sender,
+// dated before its last one, stays refused.
+func TestPeerReplayWindowEdges(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	secret := []byte("the cluster secret, long enough")
+	s := newSigner(secret)
+	s.now = func() time.Time { return now }
+	sign := func(method string) *http.Request {
+		r := httptest.NewRequest(method, "http://n1:8080/peer/propose", nil)
+		s.sign(r, []byte("x"))
+		return r
+	}
+	seqOf := func(r *http.Request) uint64 {
+		parts := strings.Split(strings.TrimPrefix(r.Header.Get("Authorization"), authScheme), ".")
+		n, err := strconv.ParseUint(parts[2], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	first := seqOf(sign(http.MethodPost))
+	for range 1000 {
+		if n := seqOf(sign(http.MethodGet)); n != 0 {
+			t.Fatalf("a read was numbered %d", n)
+		}
+	}
+	if second := seqOf(sign(http.MethodPost)); second != first+1 {
+		t.Fatalf("writes numbered %d then %d around reads", first, second)
+	}
+
+	g := newReplayGuard()
+	done := make(chan error, 1)
+	go func() {
+		_ = g.accept(7, math.MaxUint64-1, now.Unix(), now)
+		done <- g.accept(7, math.MaxUint64, now.Unix(), now)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the top sequence number: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("accept of the top sequence number did not return")
+	}
+
+	g = newReplayGuard()
+	ahead := now.Add(MaxClockSkew).Unix() // dated as far ahead as is accepted
+	if err := g.accept(1, 1, now.Unix()-10, now); err != nil {
+		t.Fatal(err)
+	}
+	for e := uint64(2); e <= maxEpochs; e++ {
+		if err := g.accept(e, 1, ahead, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := now.Add(time.Minute)
+	if err := g.accept(1000, 1, later.Unix(), later); err != nil {
+		t.Fatalf("a new sender with the table full: %v", err)
+	}
+	if err := g.accept(1, 2, now.Unix()-20, later); err == nil {
+		t.Fatal("a request of the forgotten sender, dated before its last one, was accepted")
+	}
+	if len(g.epochs) != maxEpochs {
+		t.Fatalf("%d epochs remembered, want %d", len(g.epochs), maxEpochs)
 	}
 }

@@ -20,8 +20,10 @@
 //
 //	Authorization: BlobnodePeer <unix seconds>.<epoch>.<seq>.<hex HMAC-SHA256(key, method SP host SP request-URI SP seconds SP epoch SP seq SP body digest)>
 //
-// where epoch (16 hex digits, drawn at the sender's start) and seq (its
-// requests numbered from 1) make every signature unique, key is derived
+// where epoch (16 hex digits, drawn when the sender's signer is made: at
+// the node's start, and for each join) and seq (its requests that change
+// something numbered from 1; reads carry 0) make every such signature
+// unique, key is derived
 // from the cluster secret for this use only (raftfsm.PeerKey(secret,
 // "peer api")), and host is the request's Host (the node it is for). A request with a body also carries
 // X-Blobnode-Body-Sha256, the hex SHA-256 of the part the signature covers
@@ -32,7 +34,9 @@
 // clock is refused with 401 before its body is read, as is one whose
 // signed part is not the one signed; either changes nothing. A request
 // that changes something (any method but GET and HEAD) is accepted once:
-// the same epoch and seq again is a replay, refused with 401 (see
+// the same epoch and seq again is a replay, refused with 401, as is one
+// overtaken by 262,144 later ones of its sender, or of a sender forgotten
+// to make room (256 are remembered) and dated before that one's last (see
 // replayGuard). A receiver that restarted has forgotten which it
 // accepted: within MaxClockSkew of its start, a request it accepted
 // before can be sent to it again; a command applies at most once by its
