@@ -112,8 +112,13 @@ func (p *reservationPool) refill(class int64) {
 	if err != nil {
 		// Not the leader, shutting down, no quorum: uploads reserve
 		// directly. The batch may still be applied (its outcome is
-		// unknown); aborted, it holds no space until its deadline.
-		p.s.abortLater(ids...)
+		// unknown); aborted, it holds no space until its deadline. Here,
+		// not through abortLater, which refuses once Close has begun:
+		// Close waits for this goroutine, so the aborts are not skipped
+		// when it comes first.
+		actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer acancel()
+		p.abort(actx, ids)
 		return
 	}
 	var orphans []uint64
@@ -126,7 +131,13 @@ func (p *reservationPool) refill(class int64) {
 		p.ready[class] = append(p.ready[class], pooled{id: ids[i], exts: exts, created: now, deadline: deadline, index: res.Index})
 	}
 	p.mu.Unlock()
-	for _, id := range orphans {
+	p.abort(ctx, orphans)
+}
+
+// abort proposes an Abort of each of ids, logging those that fail (they
+// expire at their deadline).
+func (p *reservationPool) abort(ctx context.Context, ids []uint64) {
+	for _, id := range ids {
 		if _, err := p.s.raft.Propose(ctx, &raftfsm.Command{Kind: raftfsm.KindAbort, ReservationID: id}); err != nil {
 			p.s.log.Warn("abort pooled reservation; it will expire", "reservation", id, "err", err)
 		}
