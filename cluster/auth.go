@@ -41,13 +41,16 @@ type signer struct {
 	epoch uint64
 	seq   *atomic.Uint64
 	seen  *replayGuard
+	// refused counts the peer requests refused as not authenticated
+	// (replays included).
+	refused *atomic.Uint64
 }
 
 func newSigner(secret []byte) signer {
 	var b [8]byte
 	rand.Read(b[:])
 	return signer{key: raftfsm.PeerKey(secret, "peer api"), now: time.Now,
-		epoch: binary.LittleEndian.Uint64(b[:]) | 1, seq: new(atomic.Uint64), seen: newReplayGuard()}
+		epoch: binary.LittleEndian.Uint64(b[:]) | 1, seq: new(atomic.Uint64), seen: newReplayGuard(), refused: new(atomic.Uint64)}
 }
 
 // bodyDigestHeader carries the SHA-256 of the part of a request's body

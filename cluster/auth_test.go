@@ -319,8 +319,12 @@ func TestPeerReplayRefused(t *testing.T) {
 		h.ServeHTTP(w, in)
 		return w.Code
 	}
+	refusals := uint64(0)
 	expect := func(what string, r *http.Request, want int) {
 		t.Helper()
+		if want == http.StatusUnauthorized {
+			refusals++
+		}
 		before := handled
 		if got := send(r); got != want {
 			t.Fatalf("%s: status %d, want %d", what, got, want)
@@ -361,6 +365,9 @@ func TestPeerReplayRefused(t *testing.T) {
 	receiver.seen.mu.Unlock()
 	if remembered != 1 {
 		t.Fatalf("%d epochs remembered, want 1: those whose requests are all out of the skew are forgotten", remembered)
+	}
+	if got := receiver.refused.Load(); got != refusals {
+		t.Fatalf("%d refusals counted (blobnode_peer_requests_refused_total), want %d", got, refusals)
 	}
 }
 

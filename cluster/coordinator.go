@@ -72,11 +72,12 @@ type Coordinator struct {
 type Stats struct {
 	FollowerReads  uint64 // linearizable reads a follower served
 	ReadIndexTrips uint64 // read-index round trips to the leader
+	PeerRefused    uint64 // peer requests refused as not authenticated (401), replays included
 }
 
 // Stats returns the counters.
 func (c *Coordinator) Stats() Stats {
-	return Stats{FollowerReads: c.followerReads.Load(), ReadIndexTrips: c.readIndexTrips.Load()}
+	return Stats{FollowerReads: c.followerReads.Load(), ReadIndexTrips: c.readIndexTrips.Load(), PeerRefused: c.sign.refused.Load()}
 }
 
 // New returns a Coordinator over cfg.Node.

@@ -57,7 +57,7 @@ func authenticated(sign signer, log *slog.Logger, next http.Handler) http.Handle
 			}
 		}
 		if err != nil {
-			refuse(w, r, log, err)
+			sign.refuse(w, r, log, err)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -65,13 +65,15 @@ func authenticated(sign signer, log *slog.Logger, next http.Handler) http.Handle
 }
 
 // refuse answers a peer request that failed authentication (or whose
-// body could not be read to check it) and logs it. The connection is
-// closed: the rest of the body is not read.
-func refuse(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+// body could not be read to check it), logs it and counts an
+// authentication failure. The connection is closed: the rest of the body
+// is not read.
+func (s signer) refuse(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	log.Warn("peer request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "err", err)
 	w.Header().Set("Connection", "close")
 	switch {
 	case errors.Is(err, ErrPeerAuth):
+		s.refused.Add(1)
 		writeJSON(w, http.StatusUnauthorized, wireError{Code: codeAuth, Message: err.Error()})
 	case errors.Is(err, errBodyTooLarge):
 		writeJSON(w, http.StatusRequestEntityTooLarge, wireError{Code: codeBadCommand, Message: err.Error()})

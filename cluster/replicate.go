@@ -369,7 +369,7 @@ func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 			return
 		}
 		if err := checkSigned(r, manifest); err != nil {
-			refuse(w, r, c.log, err)
+			c.sign.refuse(w, r, c.log, err)
 			return
 		}
 		var m store.ReplicaWrite
@@ -397,7 +397,7 @@ func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 		err = rcv.ReceiveReplica(r.Context(), m, body)
 		switch {
 		case errors.Is(err, ErrPeerAuth):
-			refuse(w, r, c.log, err)
+			c.sign.refuse(w, r, c.log, err)
 		case err == nil:
 			writeJSON(w, http.StatusOK, struct{}{})
 		case errors.Is(err, store.ErrGone):

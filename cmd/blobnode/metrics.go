@@ -154,6 +154,10 @@ func (m *nodeMetrics) watchCoordinator(c *cluster.Coordinator) {
 			Name: "blobnode_read_index_round_trips_total",
 			Help: "Read-index round trips to the leader; concurrent follower reads share one.",
 		}, func() float64 { return float64(c.Stats().ReadIndexTrips) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "blobnode_peer_requests_refused_total",
+			Help: "Peer requests (/peer/...) refused with 401: no or a wrong signature (another cluster secret?), a clock too far off, a body or chunk other than the one signed, or a replay.",
+		}, func() float64 { return float64(c.Stats().PeerRefused) }),
 	)
 }
 
