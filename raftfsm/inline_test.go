@@ -492,8 +492,20 @@ func TestInlineBatchWrites(t *testing.T) {
 
 // BenchmarkApplyInlineBatch applies batches of six 1 KiB inline PUTs (the
 // batch a node's log appends under 16 clients) on a file-backed volume
-// and catalog: the state machine's whole share of a small PUT.
+// and catalog: the state machine's whole share of a small PUT. "one node":
+// commands without a request id, as a one-node group proposes them; "group":
+// each with one (ascending, as a coordinator numbers them), so each is
+// recorded for deduplication, as on every node of a group.
 func BenchmarkApplyInlineBatch(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		ids  bool
+	}{{"one node", false}, {"group", true}} {
+		b.Run(bc.name, func(b *testing.B) { benchmarkApplyInlineBatch(b, bc.ids) })
+	}
+}
+
+func benchmarkApplyInlineBatch(b *testing.B, ids bool) {
 	s := newStack(b, fileDev, 1)
 	s.shutdown()
 	s.catalogNoSync = true
@@ -512,6 +524,9 @@ func BenchmarkApplyInlineBatch(b *testing.B) {
 			index++
 			keys = (keys + 1) % 1024 // replace old blobs: the 16 MiB volume never fills
 			c := inlineCmd(fmt.Sprintf("bench/%06d", keys), data)
+			if ids {
+				c.RequestID = 0xB10B<<48 | index
+			}
 			logs[i] = &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: c.Encode()}
 		}
 		for _, res := range s.fsm.ApplyBatch(logs) {
