@@ -170,14 +170,21 @@ func parseRequestIndexKey(k []byte) (index, id uint64, err error) {
 // and keeps the by-index bucket in step. ID 0, Index 0 and a record breaking
 // a record invariant are refused with ErrInvalidRecord.
 func (t *Tx) PutRequest(r Request) error {
+	if err := t.deleteRequest(r.ID); err != nil {
+		return err
+	}
+	return t.AddRequest(r)
+}
+
+// AddRequest is PutRequest for an ID that has no record, which the
+// caller has just found in this transaction (GetRequest): it saves the
+// lookup of the record to replace. REQUIRES: no record of r.ID.
+func (t *Tx) AddRequest(r Request) error {
 	if r.ID == 0 {
 		return fmt.Errorf("put request: %w: ID 0", ErrInvalidRecord)
 	}
 	enc, err := encodeRequest(r)
 	if err != nil {
-		return err
-	}
-	if err := t.deleteRequest(r.ID); err != nil {
 		return err
 	}
 	reqs, err := t.bucket(bucketRequests)

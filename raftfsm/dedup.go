@@ -139,7 +139,7 @@ func (f *FSM) applyEntry(tx *catalog.Tx, l *raft.Log, c *Command, fp uint32) (Re
 	if !ok {
 		return Result{}, fmt.Errorf("refusal %q has no stable code to record", res.Err)
 	}
-	err = tx.PutRequest(catalog.Request{
+	err = tx.AddRequest(catalog.Request{ // GetRequest found none above
 		ID: c.RequestID, Index: l.Index, Fingerprint: fp, Code: code,
 		Extents: res.Extents, Batch: res.Batch, Version: res.Version, Old: res.Old,
 	})

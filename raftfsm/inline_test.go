@@ -495,21 +495,30 @@ func TestInlineBatchWrites(t *testing.T) {
 // and catalog: the state machine's whole share of a small PUT. "one node":
 // commands without a request id, as a one-node group proposes them; "group":
 // each with one (ascending, as a coordinator numbers them), so each is
-// recorded for deduplication, as on every node of a group.
+// recorded for deduplication, as on every node of a group; "group,
+// pruning": also with the record that falls out of the window pruned at
+// each entry, as once a group has applied DedupWindow entries.
 func BenchmarkApplyInlineBatch(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		ids  bool
-	}{{"one node", false}, {"group", true}} {
-		b.Run(bc.name, func(b *testing.B) { benchmarkApplyInlineBatch(b, bc.ids) })
+		name   string
+		ids    bool
+		window uint64
+	}{{"one node", false, 0}, {"group", true, 0}, {"group, pruning", true, 1024}} {
+		b.Run(bc.name, func(b *testing.B) { benchmarkApplyInlineBatch(b, bc.ids, bc.window) })
 	}
 }
 
-func benchmarkApplyInlineBatch(b *testing.B, ids bool) {
+// benchmarkApplyInlineBatch: with window set, the dedup window is that
+// many entries, so that every entry also prunes the record that fell out
+// of it, as in a group that has run for DedupWindow entries.
+func benchmarkApplyInlineBatch(b *testing.B, ids bool, window uint64) {
 	s := newStack(b, fileDev, 1)
 	s.shutdown()
 	s.catalogNoSync = true
 	s.open()
+	if window > 0 {
+		s.fsm.window = window
+	}
 	r := rand.New(rand.NewPCG(1, 2))
 	applyLogs(b, s.fsm, logsOf(Command{Kind: KindInit, Geometry: testGeometry.String()}), r, 1)
 	const batch = 6
