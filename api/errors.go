@@ -150,9 +150,14 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // writeJSON writes v as the JSON body of a response with the given status.
 // v must be a type this package controls, so encoding cannot fail.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeJSONHeader(w, status)
+	_ = json.NewEncoder(w).Encode(v) // a write error means the client is gone
+}
+
+// writeJSONHeader sends the header of a JSON response with status.
+func writeJSONHeader(w http.ResponseWriter, status int) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) // a write error means the client is gone
 }

@@ -14,10 +14,7 @@ import (
 func writePutResponse(w http.ResponseWriter, p putResponse) {
 	var buf [192]byte
 	body := appendPutResponse(buf[:0], p)
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusCreated)
+	writeJSONHeader(w, http.StatusCreated)
 	_, _ = w.Write(body) // a write error means the client is gone
 }
 

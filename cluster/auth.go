@@ -86,12 +86,20 @@ func (s signer) sign(req *http.Request, signed []byte) {
 	}
 	ts := s.now().Unix()
 	seq := uint64(0) // a read: never checked for replay, so it takes no number
-	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+	if changes(req.Method) {
 		seq = s.seq.Add(1)
 	}
-	req.Header.Set("Authorization", fmt.Sprintf("%s%d.%016x.%d.%s", authScheme, ts, s.epoch, seq,
-		hex.EncodeToString(s.mac(req.Method, host, req.URL.RequestURI(), ts, s.epoch, seq, digest))))
+	mac := s.mac(req.Method, host, req.URL.RequestURI(), ts, s.epoch, seq, digest)
+	h := append([]byte(authScheme), strconv.FormatInt(ts, 10)...)
+	h = fmt.Appendf(append(h, '.'), "%016x", s.epoch)
+	h = strconv.AppendUint(append(h, '.'), seq, 10)
+	h = hex.AppendEncode(append(h, '.'), mac)
+	req.Header.Set("Authorization", string(h))
 }
+
+// changes reports whether a peer request of method may change something:
+// only those are numbered and accepted once.
+func changes(method string) bool { return method != http.MethodGet && method != http.MethodHead }
 
 // verify checks req's Authorization header: "BlobnodePeer
 // <unix seconds>.<epoch, 16 hex digits>.<seq>.<hex MAC>". A request that
@@ -119,7 +127,7 @@ func (s signer) verify(req *http.Request) error {
 	if err != nil || !hmac.Equal(got, s.mac(req.Method, req.Host, req.RequestURI, ts, epoch, seq, req.Header.Get(bodyDigestHeader))) {
 		return fmt.Errorf("%w: wrong MAC (another cluster secret?)", ErrPeerAuth)
 	}
-	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+	if !changes(req.Method) {
 		return nil // a read: sent again, it changes nothing
 	}
 	return s.seen.accept(epoch, seq, ts, s.now())

@@ -58,11 +58,9 @@ type Coordinator struct {
 
 	reads raftfsm.ReadIndexBatcher
 	ids   requestIDs
-	// frames holds the buffers upload streams copy chunks into (*frame).
+	// frames holds the buffers upload streams copy chunks into, and
+	// replicas read a stream's frames into to check their tags (*frame).
 	frames sync.Pool
-	// frameBufs holds the buffers a replica reads a stream's frames into
-	// to check their tags (*[]byte, 4 + ChunkSize + chunkTagSize).
-	frameBufs sync.Pool
 	// Counters for metrics: linearizable reads served here as a follower,
 	// and the read-index round trips to the leader they shared.
 	followerReads, readIndexTrips atomic.Uint64

@@ -143,10 +143,7 @@ func (st *stream) cutOff(p *peerStream, why error) {
 // chunk for stragglerStall while enough others remain, is cut off; Send
 // fails once too few peers are left for a majority.
 func (st *stream) Send(ctx context.Context, sum uint32, chunk []byte) error {
-	f, _ := st.pool.Get().(*frame)
-	if size := 4 + len(chunk) + chunkTagSize; f == nil || cap(f.buf) < size {
-		f = &frame{pool: st.pool, buf: make([]byte, size)}
-	}
+	f := getFrame(st.pool, 4+len(chunk)+chunkTagSize)
 	f.b = f.buf[:4+len(chunk)]
 	binary.BigEndian.PutUint32(f.b, sum)
 	copy(f.b[4:], chunk)
@@ -284,8 +281,8 @@ func (st *stream) Abort() {
 }
 
 // frame is one chunk, preceded by its checksum and followed by its tag
-// (see chunkTagger), shared by the peers”
-// queues. refs counts who still holds it; the last to let go returns it to
+// (see chunkTagger), shared by the peers' queues (a replica reading a
+// stream also takes its buffer from the pool, for itself). refs counts who still holds it; the last to let go returns it to
 // the pool. (A frame left in the queue of a peer cut off is never
 // returned: the garbage collector takes it.)
 type frame struct {
@@ -293,6 +290,15 @@ type frame struct {
 	b    []byte // buf's bytes in use
 	refs atomic.Int32
 	pool *sync.Pool
+}
+
+// getFrame returns a frame of pool whose buffer holds at least size bytes.
+func getFrame(pool *sync.Pool, size int) *frame {
+	f, _ := pool.Get().(*frame)
+	if f == nil || cap(f.buf) < size {
+		f = &frame{pool: pool, buf: make([]byte, size)}
+	}
+	return f
 }
 
 func (f *frame) release() {
@@ -387,13 +393,9 @@ func (c *Coordinator) serveData(rcv Receiver) http.HandlerFunc {
 			writeJSON(w, http.StatusInternalServerError, wireError{Code: codeUnavailable, Message: err.Error()})
 			return
 		}
-		bufp, _ := c.frameBufs.Get().(*[]byte)
-		if bufp == nil {
-			b := make([]byte, 4+store.ChunkSize+chunkTagSize)
-			bufp = &b
-		}
-		defer c.frameBufs.Put(bufp)
-		body := &taggedChunks{r: r.Body, tags: tags, size: m.Size, buf: *bufp}
+		f := getFrame(&c.frames, 4+store.ChunkSize+chunkTagSize) // this request's alone
+		defer c.frames.Put(f)
+		body := &taggedChunks{r: r.Body, tags: tags, size: m.Size, buf: f.buf}
 		err = rcv.ReceiveReplica(r.Context(), m, body)
 		switch {
 		case errors.Is(err, ErrPeerAuth):

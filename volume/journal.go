@@ -102,7 +102,7 @@ type JournalStats struct {
 	Bytes       uint64 // bytes written to the log area, padding included
 	Checkpoints uint64 // log resets
 	Replayed    uint64 // records replayed by Open
-	Coalesced   uint64 // records whose writes coalesce merged
+	Coalesced   uint64 // records whose writes were merged (see appendPayload)
 }
 
 // job is one queue entry: a transaction, or a checkpoint request.
@@ -152,11 +152,10 @@ type Journal struct {
 	nextSeq uint64 // sequence number of the next record
 	tail    int64  // where the next record goes
 	rec     []byte // record buffer, reused
-	// coalesce's buffers, reused.
+	// appendPayload's buffers, reused.
 	cWrites  []recordWrite
 	cOrder   []int
 	cRuns    []writeRun
-	cBuf     []byte
 	closeErr error // result of the final checkpoint, read after done
 
 	commits, groups, fsyncs, bytes, checkpoints, replayed, coalesced atomic.Uint64
@@ -606,11 +605,7 @@ func (j *Journal) writeGroup(batch []job) error {
 		return nil // empty transactions and checkpoint requests: nothing to log
 	}
 	rec := append(j.rec[:0], make([]byte, recordHdrSize)...)
-	rec = binary.LittleEndian.AppendUint32(rec, uint32(count))
-	for _, jb := range batch {
-		rec = append(rec, jb.entries...)
-	}
-	rec = j.coalesce(rec)
+	rec = j.appendPayload(rec, batch, count)
 	rec = sealRecord(rec, j.nextSeq, j.tag)
 	j.rec = rec
 	size := int64(len(rec))
@@ -633,10 +628,10 @@ func (j *Journal) writeGroup(batch []job) error {
 	return j.apply(rec[recordHdrSize : recordHdrSize+payloadLen])
 }
 
-// coalesce rewrites the payload of rec (its header not yet filled) so that
-// writes that overlap or touch become one, each byte holding what the last
-// write of it in the payload held: the record applies to the same bytes,
-// with fewer writes.
+// appendPayload appends the payload of a record holding batch's count
+// writes: with writes that overlap or touch merged into one, each byte
+// holding what the last write of it in the batch held, so the record
+// applies to the same bytes with fewer writes.
 //
 // Why: a group holds many transactions, and an allocator transaction per
 // batch of small PUTs rewrites the same header counters and summary and
@@ -649,18 +644,19 @@ func (j *Journal) writeGroup(batch []job) error {
 // outcome.
 //
 // REQUIRES: called by the run goroutine.
-func (j *Journal) coalesce(rec []byte) []byte {
-	payload := rec[recordHdrSize:]
+func (j *Journal) appendPayload(rec []byte, batch []job, count int) []byte {
+	le := binary.LittleEndian
 	writes := j.cWrites[:0]
-	if walkPayload(payload, func(off int64, data []byte) error {
-		if len(data) > 0 {
-			writes = append(writes, recordWrite{off: off, data: data})
-		}
-		return nil
-	}) != nil {
-		return rec // checked again by whoever replays it; leave it as it is
+	defer func() { clear(writes); j.cWrites = writes[:0] }() // drop references into the jobs
+	for _, jb := range batch {
+		// Encoded by Txn.Write and checked by Submit: well formed.
+		_, _ = walkEntries(jb.entries, func(off int64, data []byte) error {
+			if len(data) > 0 {
+				writes = append(writes, recordWrite{off: off, data: data})
+			}
+			return nil
+		})
 	}
-	defer func() { clear(writes); j.cWrites = writes[:0] }() // drop references into rec
 	order := j.cOrder[:0]
 	for i := range writes {
 		order = append(order, i)
@@ -679,24 +675,27 @@ func (j *Journal) coalesce(rec []byte) []byte {
 		runs = append(runs, writeRun{start: w.off, end: end})
 	}
 	j.cRuns = runs
-	if len(runs) == len(writes) {
-		return rec // nothing to merge
+	if len(runs) == len(writes) { // nothing to merge: the entries as they are
+		rec = le.AppendUint32(rec, uint32(count))
+		for _, jb := range batch {
+			rec = append(rec, jb.entries...)
+		}
+		return rec
 	}
 	size := 4
 	for _, r := range runs {
 		size += entryHdrSize + int(r.end-r.start)
 	}
-	le := binary.LittleEndian
-	out := slices.Grow(j.cBuf[:0], size)
-	out = le.AppendUint32(out, uint32(len(runs)))
+	rec = slices.Grow(rec, size)
+	rec = le.AppendUint32(rec, uint32(len(runs)))
 	for i := range runs {
 		r := &runs[i]
-		out = le.AppendUint64(out, uint64(r.start))
-		out = le.AppendUint32(out, uint32(r.end-r.start))
-		r.at = len(out)
-		out = out[:len(out)+int(r.end-r.start)]
+		rec = le.AppendUint64(rec, uint64(r.start))
+		rec = le.AppendUint32(rec, uint32(r.end-r.start))
+		r.at = len(rec)
+		rec = rec[:len(rec)+int(r.end-r.start)]
 	}
-	for _, w := range writes { // in payload order: a later write wins
+	for _, w := range writes { // in batch order: a later write wins
 		i, _ := slices.BinarySearchFunc(runs, w.off, func(r writeRun, off int64) int {
 			if r.end <= off {
 				return -1
@@ -707,15 +706,14 @@ func (j *Journal) coalesce(rec []byte) []byte {
 			return 0
 		})
 		r := runs[i]
-		copy(out[r.at+int(w.off-r.start):], w.data)
+		copy(rec[r.at+int(w.off-r.start):], w.data)
 	}
-	j.cBuf = out
 	j.coalesced.Add(1)
-	return append(rec[:recordHdrSize], out...)
+	return rec
 }
 
-// writeRun is a range of bytes that coalesce writes as one entry, and
-// where its bytes are in the new payload.
+// writeRun is a range of bytes that appendPayload writes as one entry,
+// and where its bytes are in the record.
 type writeRun struct {
 	start, end int64
 	at         int
